@@ -1,0 +1,55 @@
+// moerun::Layer: one MoE layer, built once from a config and weights, run many times.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string_view>
+
+#include "moerun/config.h"
+#include "moerun/tensor.h"
+#include "moerun/weights.h"
+
+namespace moerun {
+
+enum class Backend : std::uint8_t { kAuto, kCpu, kCuda };
+std::string_view backend_name(Backend backend);
+// Whether this build has the CUDA backend and a CUDA device is visible.
+bool cuda_available();
+
+enum class LayoutChoice : std::uint8_t { kAuto, kMasked, kContiguous };
+
+struct LayerOptions {
+  Backend backend = Backend::kAuto;  // auto: CUDA when available, else CPU
+  LayoutChoice layout = LayoutChoice::kAuto;
+  // Tokens per forward at most; 0 = no limit (workspace grows on demand, CPU backend only).
+  std::int64_t max_tokens = 0;
+  // Single-batch overlap in the masked layout (the result is bitwise the same without it).
+  bool overlap = false;
+};
+
+class Layer {
+ public:
+  // `weights` hold this rank's E_l experts (config.ep_rank) on the backend's device; they must
+  // outlive the layer (the layer keeps views, not copies).
+  Layer(const MoeConfig& config, const MoeWeights& weights, const LayerOptions& options = {});
+  ~Layer();
+  Layer(Layer&&) noexcept;
+  Layer& operator=(Layer&&) noexcept;
+
+  const MoeConfig& config() const;
+  Backend backend() const;
+  // The layout a forward of `tokens` tokens uses.
+  Layout layout_for(std::int64_t tokens) const;
+
+  // hidden [T, H] bf16 and router_logits [T, E] f32 -> out [T, H] (bf16, or f32 for an EP partial).
+  void forward(const TensorView& hidden, const TensorView& router_logits, const TensorView& out);
+  // With routing done by the caller: topk_ids [T, k] i32 global ids in [-1, E), topk_weights [T, k].
+  void forward_routed(const TensorView& hidden, const TensorView& topk_ids,
+                      const TensorView& topk_weights, const TensorView& out);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace moerun

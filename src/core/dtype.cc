@@ -1,0 +1,90 @@
+#include "moerun/dtype.h"
+
+#include <array>
+#include <limits>
+#include <string>
+
+#include "moerun/errors.h"
+
+namespace moerun {
+
+std::size_t dtype_size(DType dtype) {
+  switch (dtype) {
+    case DType::kF32:
+    case DType::kI32:
+      return 4;
+    case DType::kBF16:
+      return 2;
+    case DType::kFP8E4M3:
+      return 1;
+  }
+  throw Error("unknown dtype value " + std::to_string(static_cast<int>(dtype)));
+}
+
+std::string_view dtype_name(DType dtype) {
+  switch (dtype) {
+    case DType::kF32:
+      return "f32";
+    case DType::kBF16:
+      return "bf16";
+    case DType::kFP8E4M3:
+      return "fp8_e4m3";
+    case DType::kI32:
+      return "i32";
+  }
+  return "unknown";
+}
+
+namespace {
+
+float decode_fp8e4m3(std::uint8_t bits) {
+  const bool negative = (bits & 0x80u) != 0;
+  const int exponent = (bits >> 3) & 0xf;
+  const int mantissa = bits & 0x7;
+  float magnitude;
+  if (exponent == 0xf && mantissa == 0x7) {
+    magnitude = std::numeric_limits<float>::quiet_NaN();
+  } else if (exponent == 0) {
+    magnitude = std::ldexp(static_cast<float>(mantissa), -9);  // subnormal: m * 2^-9
+  } else {
+    magnitude = std::ldexp(static_cast<float>(8 + mantissa), exponent - 10);  // (1 + m/8) * 2^(e-7)
+  }
+  return negative ? -magnitude : magnitude;
+}
+
+// Decoding is a table lookup: the CPU GEMM decodes every weight byte.
+const std::array<float, 256>& fp8e4m3_table() {
+  static const std::array<float, 256> table = [] {
+    std::array<float, 256> t{};
+    for (int i = 0; i < 256; ++i) t[i] = decode_fp8e4m3(static_cast<std::uint8_t>(i));
+    return t;
+  }();
+  return table;
+}
+
+}  // namespace
+
+float fp8e4m3_to_float(fp8e4m3 x) { return fp8e4m3_table()[x.bits]; }
+
+fp8e4m3 float_to_fp8e4m3(float x) {
+  const std::uint32_t bits = std::bit_cast<std::uint32_t>(x);
+  const auto sign = static_cast<std::uint8_t>((bits >> 24) & 0x80u);
+  const std::uint32_t magnitude_bits = bits & 0x7fffffffu;
+  const float magnitude = std::bit_cast<float>(magnitude_bits);
+  if (magnitude_bits > 0x7f800000u) return fp8e4m3{static_cast<std::uint8_t>(sign | 0x7fu)};
+  // 464 = 448 + half an ulp; the tie at exactly 464 rounds to even, i.e. to 448.
+  if (magnitude > 464.0f) return fp8e4m3{static_cast<std::uint8_t>(sign | 0x7eu)};
+  if (magnitude < 0x1p-6f) {
+    // Subnormal range: a multiple of 2^-9, rounded to nearest even by the FPU's default mode.
+    // The scaling by 2^9 is exact, and 8 * 2^-9 rounds up into the smallest normal, code 0x08.
+    const auto code = static_cast<std::uint8_t>(std::nearbyint(magnitude * 512.0f));
+    return fp8e4m3{static_cast<std::uint8_t>(sign | code)};
+  }
+  // Normal range: keep 3 mantissa bits with round-to-nearest-even on the 20 dropped bits; a carry
+  // moves into the exponent, as it should. The exponent rebias is 127 - 7 = 120.
+  const std::uint32_t rounded = magnitude_bits + 0x7ffffu + ((magnitude_bits >> 20) & 1u);
+  const auto code = static_cast<std::uint8_t>((rounded >> 20) - (120u << 3));
+  return fp8e4m3{static_cast<std::uint8_t>(sign | code)};
+}
+
+}  // namespace moerun

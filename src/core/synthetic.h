@@ -1,0 +1,39 @@
+// Seeded synthetic inputs and weights: the CLI's default job, tests and benchmarks use them.
+//
+// Every value is a pure function of (seed, stream, index), so results do not depend on the
+// thread count and a tensor can be regenerated piecewise.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+
+#include "moerun/config.h"
+#include "moerun/host_tensor.h"
+#include "moerun/weights.h"
+
+namespace moerun {
+
+// Called with a fraction in [0, 1] as long work progresses.
+using ProgressFn = std::function<void(double fraction)>;
+
+struct HostMoeWeights {
+  HostTensor w13, w13_scale, w2, w2_scale, correction_bias;
+  MoeWeights view() const;
+};
+
+// Random weights for `num_experts` experts of `config`'s shapes and dtype. FP8 weights get random
+// e4m3 codes and random per-block scales; both dtypes give each product an O(1) magnitude.
+HostMoeWeights random_weights(const MoeConfig& config, int num_experts, std::uint64_t seed,
+                              const ProgressFn& progress = {});
+
+// [T, H] bf16, standard normal values.
+HostTensor random_hidden_states(std::int64_t tokens, std::int64_t hidden, std::uint64_t seed);
+// [T, E] f32 router logits, normal with standard deviation `scale`.
+HostTensor random_router_logits(std::int64_t tokens, int experts, std::uint64_t seed,
+                                float scale = 2.0f);
+
+// Uniform in [0, 1) and standard normal values for (seed, stream, index).
+float uniform01(std::uint64_t seed, std::uint64_t stream, std::uint64_t index);
+float standard_normal(std::uint64_t seed, std::uint64_t stream, std::uint64_t index);
+
+}  // namespace moerun

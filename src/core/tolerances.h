@@ -1,0 +1,16 @@
+// End-to-end tolerances of the layer against the fp64 dense reference (DESIGN.md, Numerics):
+// relative error ||out - ref|| / ||ref||. Per-stage tolerances live in tests/tolerances.h.
+#pragma once
+
+#include "moerun/dtype.h"
+
+namespace moerun {
+
+inline constexpr double kLayerToleranceBf16 = 1e-2;
+inline constexpr double kLayerToleranceFp8 = 3e-2;
+
+inline double layer_tolerance(DType weight_dtype) {
+  return weight_dtype == DType::kFP8E4M3 ? kLayerToleranceFp8 : kLayerToleranceBf16;
+}
+
+}  // namespace moerun

@@ -1,0 +1,95 @@
+#include "moerun/layer.h"
+
+#include "cpu/layer.h"
+#include "cpu/routing.h"
+#include "moerun/errors.h"
+
+namespace moerun {
+
+std::string_view backend_name(Backend backend) {
+  switch (backend) {
+    case Backend::kAuto:
+      return "auto";
+    case Backend::kCpu:
+      return "cpu";
+    case Backend::kCuda:
+      return "cuda";
+  }
+  return "unknown";
+}
+
+#ifndef MOERUN_HAS_CUDA
+bool cuda_available() { return false; }
+#endif
+
+namespace {
+// On the CPU the masked layout costs E_l x M_max x H whatever the routing; it pays only when
+// experts are nearly full, i.e. for few tokens. Beyond a decode-sized batch, contiguous.
+constexpr std::int64_t kCpuMaskedMaxTokens = 64;
+}  // namespace
+
+struct Layer::Impl {
+  MoeConfig config;
+  MoeWeights weights;
+  LayerOptions options;
+  Backend backend;
+};
+
+Layer::Layer(const MoeConfig& config, const MoeWeights& weights, const LayerOptions& options)
+    : impl_(std::make_unique<Impl>()) {
+  config.validate();
+  Backend backend = options.backend;
+  if (backend == Backend::kAuto) backend = cuda_available() ? Backend::kCuda : Backend::kCpu;
+  check_arg(backend == Backend::kCpu, "backend",
+            "cpu (the CUDA layer is not part of this build yet)", backend_name(backend));
+  weights.validate(config, config.num_local_experts(), DeviceType::kCpu);
+  check_arg(options.max_tokens >= 0, "max_tokens", ">= 0", options.max_tokens);
+  impl_->config = config;
+  impl_->weights = weights;
+  impl_->options = options;
+  impl_->backend = backend;
+}
+
+Layer::~Layer() = default;
+Layer::Layer(Layer&&) noexcept = default;
+Layer& Layer::operator=(Layer&&) noexcept = default;
+
+const MoeConfig& Layer::config() const { return impl_->config; }
+Backend Layer::backend() const { return impl_->backend; }
+
+Layout Layer::layout_for(std::int64_t tokens) const {
+  switch (impl_->options.layout) {
+    case LayoutChoice::kMasked:
+      return Layout::kMasked;
+    case LayoutChoice::kContiguous:
+      return Layout::kContiguous;
+    case LayoutChoice::kAuto:
+      break;
+  }
+  return tokens <= kCpuMaskedMaxTokens ? Layout::kMasked : Layout::kContiguous;
+}
+
+void Layer::forward(const TensorView& hidden, const TensorView& router_logits,
+                    const TensorView& out) {
+  const cpu::TopK routing = cpu::route(impl_->config.routing, impl_->config.num_experts,
+                                       router_logits, impl_->weights.correction_bias);
+  forward_routed(hidden, routing.ids.view(), routing.weights.view(), out);
+}
+
+void Layer::forward_routed(const TensorView& hidden, const TensorView& topk_ids,
+                           const TensorView& topk_weights, const TensorView& out) {
+  check_arg(hidden.ndim() == 2, "hidden_states rank", "2 ([T, H])", hidden.ndim());
+  const std::int64_t tokens = hidden.size(0);
+  const std::int64_t limit = impl_->options.max_tokens;
+  check_arg(limit == 0 || tokens <= limit, "hidden_states tokens",
+            "<= max_tokens (" + std::to_string(limit) + ")", tokens);
+  check_arg(out.dtype() == DType::kBF16 || out.dtype() == DType::kF32, "out dtype",
+            "bf16 or f32", dtype_name(out.dtype()));
+  check_tensor(out, "out", out.dtype(), {tokens, impl_->config.hidden_size}, DeviceType::kCpu);
+  const Layout layout = layout_for(tokens);
+  const bool overlap = impl_->options.overlap && layout == Layout::kMasked;
+  cpu::moe_forward(impl_->config, impl_->weights, hidden, topk_ids, topk_weights, out,
+                   {layout, 128, 0, overlap});
+}
+
+}  // namespace moerun

@@ -1,0 +1,29 @@
+// moerun: the command-line tool. `moerun run` with no arguments runs the default job.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <exception>
+
+#include "moerun/errors.h"
+#include "run_command.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"moerun: the Mixture-of-Experts layer on Hopper GPUs, with a CPU reference"};
+  app.require_subcommand(1);
+  moerun::tools::RunArgs run_args;
+  moerun::tools::add_run_command(app, run_args);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    if (app.got_subcommand("run")) return moerun::tools::run_command(run_args);
+  } catch (const moerun::Error& e) {
+    std::fprintf(stderr, "%s\n", e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "moerun: error: %s\n", e.what());
+    return 2;
+  }
+  return 0;
+}

@@ -1,0 +1,185 @@
+#include "run_command.h"
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <algorithm>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <vector>
+
+#include "core/metrics.h"
+#include "core/parallel.h"
+#include "core/synthetic.h"
+#include "core/tolerances.h"
+#include "cpu/dense_reference.h"
+#include "cpu/layer.h"
+#include "cpu/routing.h"
+#include "moerun/errors.h"
+#include "moerun/layer.h"
+#include "progress.h"
+
+namespace moerun::tools {
+
+void add_run_command(CLI::App& app, RunArgs& args) {
+  CLI::App* run = app.add_subcommand(
+      "run",
+      "Run one MoE layer forward on seeded random weights and inputs, and report time, tokens/s "
+      "and the relative error against an fp64 dense reference. With no options: a small "
+      "DeepSeek-style FP8 layer (H 1024, I 512, E 32, k 8, grouped routing), 256 tokens. "
+      "Exit code 0: error within tolerance; 1: above it; 2: bad arguments or a failure.");
+  std::string models;
+  for (const auto& n : model_preset_names()) models += (models.empty() ? "" : ", ") + n;
+  run->add_option("--model", args.model, "Layer shape: " + models)
+      ->check(CLI::IsMember(model_preset_names()))
+      ->capture_default_str();
+  run->add_option("--tokens", args.tokens, "Tokens in the batch (T)")
+      ->check(CLI::Range(std::int64_t{0}, std::int64_t{1} << 24))
+      ->capture_default_str();
+  run->add_option("--ep-size", args.ep_size,
+                  "Expert-parallel ranks, simulated in the standard mode (every rank sees every "
+                  "token; partial outputs are summed); must divide the expert count")
+      ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
+  run->add_option("--layout", args.layout,
+                  "Permuted layout: masked (decode), contiguous (prefill) or auto")
+      ->check(CLI::IsMember({"masked", "contiguous", "auto"}))
+      ->capture_default_str();
+  run->add_option("--backend", args.backend, "cpu, cuda, or auto (cuda when available)")
+      ->check(CLI::IsMember({"cpu", "cuda", "auto"}))
+      ->capture_default_str();
+  run->add_option("--seed", args.seed, "Seed of the random weights and inputs")
+      ->capture_default_str();
+  run->add_option("--repeat", args.repeat, "Timed forwards; the median is reported")
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
+  run->add_flag("--json", args.json, "Print one JSON object instead of text");
+}
+
+namespace {
+
+LayoutChoice parse_layout(const std::string& s) {
+  if (s == "masked") return LayoutChoice::kMasked;
+  if (s == "contiguous") return LayoutChoice::kContiguous;
+  return LayoutChoice::kAuto;
+}
+
+Backend parse_backend(const std::string& s) {
+  if (s == "cpu") return Backend::kCpu;
+  if (s == "cuda") return Backend::kCuda;
+  return Backend::kAuto;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+}  // namespace
+
+int run_command(const RunArgs& args) {
+  MoeConfig config = model_preset(args.model);
+  config.ep_size = args.ep_size;
+  config.validate();
+  const std::int64_t tokens = args.tokens;
+
+  Progress weight_progress("generating weights");
+  const HostMoeWeights weights = random_weights(
+      config, config.num_experts, args.seed, [&](double f) { weight_progress.update(f); });
+  const HostTensor hidden = random_hidden_states(tokens, config.hidden_size, args.seed);
+  const HostTensor logits = random_router_logits(tokens, config.num_experts, args.seed);
+  const MoeWeights all = weights.view();
+  const cpu::TopK routing =
+      cpu::route(config.routing, config.num_experts, logits.view(), all.correction_bias);
+
+  HostTensor out(DType::kBF16, {tokens, config.hidden_size});
+  LayerOptions options;
+  options.backend = parse_backend(args.backend);
+  options.layout = parse_layout(args.layout);
+  // Rank 0's layer decides the backend and layout; the others share them.
+  std::vector<Layer> ranks;
+  for (int r = 0; r < config.ep_size; ++r) {
+    MoeConfig rank_config = config;
+    rank_config.ep_rank = r;
+    const int local = config.num_local_experts();
+    ranks.emplace_back(rank_config, all.slice_experts(r * local, local), options);
+  }
+  const Layout layout = ranks.front().layout_for(tokens);
+
+  std::vector<double> seconds;
+  HostTensor partial(DType::kF32, {tokens, config.hidden_size});
+  HostTensor sum(DType::kF32, {tokens, config.hidden_size});
+  for (int i = 0; i < args.repeat; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    if (config.ep_size == 1) {
+      ranks.front().forward_routed(hidden.view(), routing.ids.view(), routing.weights.view(),
+                                   out.view());
+    } else {
+      // Standard EP: every rank computes its experts' part; the partials are summed (the
+      // all-reduce) in rank order and rounded once.
+      std::fill(sum.data<float>(), sum.data<float>() + sum.numel(), 0.0f);
+      for (auto& rank : ranks) {
+        rank.forward_routed(hidden.view(), routing.ids.view(), routing.weights.view(),
+                            partial.view());
+        for (std::int64_t j = 0; j < sum.numel(); ++j) sum.data<float>()[j] += partial.data<float>()[j];
+      }
+      for (std::int64_t j = 0; j < sum.numel(); ++j) {
+        out.data<bf16>()[j] = float_to_bf16(sum.data<float>()[j]);
+      }
+    }
+    seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
+  const double time_s = median(seconds);
+
+  if (!args.json) std::fprintf(stderr, "computing the fp64 dense reference...\n");
+  const std::vector<double> reference = cpu::dense_reference(
+      config, all, hidden.view(), routing.ids.view(), routing.weights.view());
+  const double error = relative_error(out.view(), reference);
+  // What the FP8 recipe itself costs: the same layer with exact (unquantized) activations.
+  std::optional<double> recipe_error;
+  if (config.is_fp8()) {
+    recipe_error = relative_error(
+        out.view(), cpu::dense_reference(config, all, hidden.view(), routing.ids.view(),
+                                         routing.weights.view(), cpu::ActivationQuantization::kNone));
+  }
+  const double tolerance = layer_tolerance(config.weight_dtype);
+  const bool ok = error <= tolerance;
+  const double tokens_per_s = time_s > 0 ? static_cast<double>(tokens) / time_s : 0.0;
+
+  const Backend backend = ranks.front().backend();
+  if (args.json) {
+    nlohmann::json j;
+    j["model"] = args.model;
+    j["config"] = describe(config);
+    j["tokens"] = tokens;
+    j["ep_size"] = config.ep_size;
+    j["backend"] = backend_name(backend);
+    j["cpu_threads"] = detail::cpu_threads();
+    j["layout"] = layout_name(layout);
+    j["time_s"] = time_s;
+    j["tokens_per_s"] = tokens_per_s;
+    j["relative_error"] = error;
+    j["tolerance"] = tolerance;
+    j["ok"] = ok;
+    if (recipe_error) j["error_vs_unquantized_activations"] = *recipe_error;
+    std::printf("%s\n", j.dump(2).c_str());
+  } else {
+    std::printf("moerun run\n");
+    std::printf("  model      %s: %s\n", args.model.c_str(), describe(config).c_str());
+    std::printf("  tokens     %lld\n", static_cast<long long>(tokens));
+    std::printf("  backend    %s (%d threads)\n", std::string(backend_name(backend)).c_str(),
+                detail::cpu_threads());
+    std::printf("  layout     %s\n", std::string(layout_name(layout)).c_str());
+    std::printf("  time       %.3f ms (median of %d)\n", time_s * 1e3, args.repeat);
+    std::printf("  tokens/s   %.1f\n", tokens_per_s);
+    std::printf("  error      %.3e relative to the fp64 dense reference (tolerance %.1e): %s\n",
+                error, tolerance, ok ? "ok" : "ABOVE TOLERANCE");
+    if (recipe_error) {
+      std::printf("  fp8 cost   %.3e relative to the same reference with unquantized activations\n",
+                  *recipe_error);
+    }
+  }
+  return ok ? 0 : 1;
+}
+
+}  // namespace moerun::tools

@@ -83,8 +83,8 @@ void Layer::forward_routed(const TensorView& hidden, const TensorView& topk_ids,
   const std::int64_t limit = impl_->options.max_tokens;
   check_arg(limit == 0 || tokens <= limit, "hidden_states tokens",
             "<= max_tokens (" + std::to_string(limit) + ")", tokens);
-  check_arg(out.dtype() == DType::kBF16 || out.dtype() == DType::kF32, "out dtype",
-            "bf16 or f32", dtype_name(out.dtype()));
+  check_arg(out.dtype() == DType::kBF16 || out.dtype() == DType::kF32, "out dtype", "bf16 or f32",
+            dtype_name(out.dtype()));
   check_tensor(out, "out", out.dtype(), {tokens, impl_->config.hidden_size}, DeviceType::kCpu);
   const Layout layout = layout_for(tokens);
   const bool overlap = impl_->options.overlap && layout == Layout::kMasked;

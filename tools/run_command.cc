@@ -1,9 +1,9 @@
 #include "run_command.h"
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <algorithm>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <vector>
@@ -84,8 +84,8 @@ int run_command(const RunArgs& args) {
   const std::int64_t tokens = args.tokens;
 
   Progress weight_progress("generating weights");
-  const HostMoeWeights weights = random_weights(
-      config, config.num_experts, args.seed, [&](double f) { weight_progress.update(f); });
+  const HostMoeWeights weights = random_weights(config, config.num_experts, args.seed,
+                                                [&](double f) { weight_progress.update(f); });
   const HostTensor hidden = random_hidden_states(tokens, config.hidden_size, args.seed);
   const HostTensor logits = random_router_logits(tokens, config.num_experts, args.seed);
   const MoeWeights all = weights.view();
@@ -121,26 +121,29 @@ int run_command(const RunArgs& args) {
       for (auto& rank : ranks) {
         rank.forward_routed(hidden.view(), routing.ids.view(), routing.weights.view(),
                             partial.view());
-        for (std::int64_t j = 0; j < sum.numel(); ++j) sum.data<float>()[j] += partial.data<float>()[j];
+        for (std::int64_t j = 0; j < sum.numel(); ++j)
+          sum.data<float>()[j] += partial.data<float>()[j];
       }
       for (std::int64_t j = 0; j < sum.numel(); ++j) {
         out.data<bf16>()[j] = float_to_bf16(sum.data<float>()[j]);
       }
     }
-    seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    seconds.push_back(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   }
   const double time_s = median(seconds);
 
   if (!args.json) std::fprintf(stderr, "computing the fp64 dense reference...\n");
-  const std::vector<double> reference = cpu::dense_reference(
-      config, all, hidden.view(), routing.ids.view(), routing.weights.view());
+  const std::vector<double> reference =
+      cpu::dense_reference(config, all, hidden.view(), routing.ids.view(), routing.weights.view());
   const double error = relative_error(out.view(), reference);
   // What the FP8 recipe itself costs: the same layer with exact (unquantized) activations.
   std::optional<double> recipe_error;
   if (config.is_fp8()) {
-    recipe_error = relative_error(
-        out.view(), cpu::dense_reference(config, all, hidden.view(), routing.ids.view(),
-                                         routing.weights.view(), cpu::ActivationQuantization::kNone));
+    recipe_error =
+        relative_error(out.view(), cpu::dense_reference(config, all, hidden.view(),
+                                                        routing.ids.view(), routing.weights.view(),
+                                                        cpu::ActivationQuantization::kNone));
   }
   const double tolerance = layer_tolerance(config.weight_dtype);
   const bool ok = error <= tolerance;

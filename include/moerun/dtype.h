@@ -1,7 +1,7 @@
 // Element types moerun stores, and their exact host conversions.
 //
 // bf16: round-to-nearest-even, NaN becomes the canonical 0x7FFF (as cuda_bf16.h does).
-// fp8 e4m3fn: round-to-nearest-even, saturating to +-448, NaN kept as 0x7F | sign
+// fp8 e4m3fn: round-to-nearest-even, saturating to +-448, NaN kept (as the canonical 0x7F)
 // (as __nv_cvt_float_to_fp8(x, __NV_SATFINITE, __NV_E4M3) does). Both are checked bit for bit
 // against the CUDA toolkit's host functions in tests/core/dtype_test.cu.
 #pragma once

@@ -43,7 +43,8 @@ class Layer {
 
   // hidden [T, H] bf16 and router_logits [T, E] f32 -> out [T, H] (bf16, or f32 for an EP partial).
   void forward(const TensorView& hidden, const TensorView& router_logits, const TensorView& out);
-  // With routing done by the caller: topk_ids [T, k] i32 global ids in [-1, E), topk_weights [T, k].
+  // With routing done by the caller: topk_ids [T, k] i32 global ids in [-1, E), topk_weights [T,
+  // k].
   void forward_routed(const TensorView& hidden, const TensorView& topk_ids,
                       const TensorView& topk_weights, const TensorView& out);
 

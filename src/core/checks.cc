@@ -37,8 +37,8 @@ void check_topk_ids(const TensorView& topk_ids, int num_experts) {
                 "an expert id in [-1, " + std::to_string(num_experts) + ")", id);
       for (std::int64_t i = 0; i < j && id >= 0; ++i) {
         check_arg(ids[t * k + i] != id, element("topk_ids", t, j),
-                  "an expert not already chosen by token " + std::to_string(t) +
-                      " (slot " + std::to_string(i) + ")",
+                  "an expert not already chosen by token " + std::to_string(t) + " (slot " +
+                      std::to_string(i) + ")",
                   id);
       }
     }

@@ -19,8 +19,8 @@ void MoeConfig::validate() const {
   check_arg(weight_dtype == DType::kBF16 || weight_dtype == DType::kFP8E4M3, "weight_dtype",
             "bf16 or fp8_e4m3", dtype_name(weight_dtype));
   if (is_fp8()) {
-    check_arg(hidden_size % kQuantGroup == 0, "hidden_size",
-              "a multiple of 128 for FP8 weights", hidden_size);
+    check_arg(hidden_size % kQuantGroup == 0, "hidden_size", "a multiple of 128 for FP8 weights",
+              hidden_size);
     check_arg(intermediate_size % kQuantGroup == 0, "intermediate_size",
               "a multiple of 128 for FP8 weights", intermediate_size);
   }
@@ -93,8 +93,8 @@ std::vector<std::string> model_preset_names() {
 
 std::string describe(const MoeConfig& c) {
   std::ostringstream out;
-  out << "H " << c.hidden_size << ", I " << c.intermediate_size << ", E " << c.num_experts
-      << ", k " << c.top_k() << ", weights " << dtype_name(c.weight_dtype) << ", routing ";
+  out << "H " << c.hidden_size << ", I " << c.intermediate_size << ", E " << c.num_experts << ", k "
+      << c.top_k() << ", weights " << dtype_name(c.weight_dtype) << ", routing ";
   if (c.routing.mode == RoutingMode::kGroupedTopK) {
     out << "grouped top-k (" << c.routing.num_groups << " groups, top " << c.routing.topk_groups
         << ", scale " << c.routing.routed_scaling_factor << ")";

@@ -71,7 +71,8 @@ fp8e4m3 float_to_fp8e4m3(float x) {
   const auto sign = static_cast<std::uint8_t>((bits >> 24) & 0x80u);
   const std::uint32_t magnitude_bits = bits & 0x7fffffffu;
   const float magnitude = std::bit_cast<float>(magnitude_bits);
-  if (magnitude_bits > 0x7f800000u) return fp8e4m3{static_cast<std::uint8_t>(sign | 0x7fu)};
+  // NaN of either sign becomes the canonical 0x7F, as the toolkit's conversions do.
+  if (magnitude_bits > 0x7f800000u) return fp8e4m3{0x7f};
   // 464 = 448 + half an ulp; the tie at exactly 464 rounds to even, i.e. to 448.
   if (magnitude > 464.0f) return fp8e4m3{static_cast<std::uint8_t>(sign | 0x7eu)};
   if (magnitude < 0x1p-6f) {

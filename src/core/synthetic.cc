@@ -35,7 +35,8 @@ void fill_weight(HostTensor& codes, HostTensor& scales, std::uint64_t seed, Stre
   if (fp8) {
     float* s = scales.data<float>();
     for (std::int64_t i = 0; i < scales.numel(); ++i) {
-      s[i] = base_scale * (0.75f + 0.5f * uniform01(seed, scale_stream, static_cast<std::uint64_t>(i)));
+      s[i] = base_scale *
+             (0.75f + 0.5f * uniform01(seed, scale_stream, static_cast<std::uint64_t>(i)));
     }
   }
   constexpr std::int64_t kChunk = 1 << 22;
@@ -55,7 +56,8 @@ void fill_weight(HostTensor& codes, HostTensor& scales, std::uint64_t seed, Stre
       }
     });
     done = std::min(n, c1 * kChunk);
-    if (progress) progress(progress_base + progress_span * static_cast<double>(done) / static_cast<double>(n));
+    if (progress)
+      progress(progress_base + progress_span * static_cast<double>(done) / static_cast<double>(n));
   }
 }
 
@@ -92,7 +94,8 @@ HostMoeWeights random_weights(const MoeConfig& config, int num_experts, std::uin
   if (config.routing.mode == RoutingMode::kGroupedTopK) {
     w.correction_bias = HostTensor(DType::kF32, {config.num_experts});
     for (int e = 0; e < config.num_experts; ++e) {
-      w.correction_bias.data<float>()[e] = 0.1f * standard_normal(seed, kBias, static_cast<std::uint64_t>(e));
+      w.correction_bias.data<float>()[e] =
+          0.1f * standard_normal(seed, kBias, static_cast<std::uint64_t>(e));
     }
   }
   return w;

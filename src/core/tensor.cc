@@ -10,7 +10,8 @@ std::string device_name(Device device) {
   return device.type == DeviceType::kCpu ? "cpu" : "cuda:" + std::to_string(device.index);
 }
 
-Shape::Shape(std::initializer_list<std::int64_t> extents) : ndim_(static_cast<int>(extents.size())) {
+Shape::Shape(std::initializer_list<std::int64_t> extents)
+    : ndim_(static_cast<int>(extents.size())) {
   check_arg(ndim_ <= kMaxTensorDims, "tensor rank", "at most 4 dimensions", ndim_);
   int dim = 0;
   for (std::int64_t extent : extents) {

@@ -13,8 +13,8 @@ void MoeWeights::validate(const MoeConfig& config, int num_experts, DeviceType d
   if (config.is_fp8()) {
     check_tensor(w13_scale, "w13_scale", DType::kF32,
                  {num_experts, 2 * i / kQuantGroup, h / kQuantGroup}, device);
-    check_tensor(w2_scale, "w2_scale", DType::kF32,
-                 {num_experts, h / kQuantGroup, i / kQuantGroup}, device);
+    check_tensor(w2_scale, "w2_scale", DType::kF32, {num_experts, h / kQuantGroup, i / kQuantGroup},
+                 device);
   } else {
     check_arg(!w13_scale.defined() && !w2_scale.defined(), "w13_scale/w2_scale",
               "none for BF16 weights", "a scale tensor");

@@ -20,8 +20,9 @@ void silu_and_mul(const TensorView& gate_up, const std::vector<RowSegment>& segm
   const bool fp8 = out.dtype() == DType::kFP8E4M3;
   check_arg(fp8 || out.dtype() == DType::kBF16, "activation out dtype", "bf16 or fp8_e4m3",
             dtype_name(out.dtype()));
-  check_arg(out.numel() == rows * inter && out.size(out.ndim() - 1) == inter, "activation out shape",
-            "gate_up's rows x I (" + std::to_string(inter) + ")", out.shape_string());
+  check_arg(out.numel() == rows * inter && out.size(out.ndim() - 1) == inter,
+            "activation out shape", "gate_up's rows x I (" + std::to_string(inter) + ")",
+            out.shape_string());
   if (fp8) {
     check_arg(inter % kQuantGroup == 0, "intermediate_size", "a multiple of 128 for FP8", inter);
     check_arg(out_scale.defined() && out_scale.dtype() == DType::kF32 &&
@@ -30,28 +31,28 @@ void silu_and_mul(const TensorView& gate_up, const std::vector<RowSegment>& segm
               out_scale.defined() ? out_scale.shape_string() : std::string("none"));
   }
   const auto* src = gate_up.data_as<const bf16>();
-  detail::parallel_for(static_cast<std::int64_t>(segments.size()), 1,
-                       [&](std::int64_t begin, std::int64_t end) {
-    std::vector<float> y(static_cast<std::size_t>(inter));
-    for (std::int64_t s = begin; s < end; ++s) {
-      const RowSegment& seg = segments[static_cast<std::size_t>(s)];
-      for (std::int64_t r = seg.begin; r < seg.end; ++r) {
-        const bf16* gate = src + r * width;
-        const bf16* up = gate + inter;
-        for (std::int64_t c = 0; c < inter; ++c) {
-          const float g = bf16_to_float(gate[c]);
-          y[c] = g / (1.0f + std::exp(-g)) * bf16_to_float(up[c]);
+  detail::parallel_for(
+      static_cast<std::int64_t>(segments.size()), 1, [&](std::int64_t begin, std::int64_t end) {
+        std::vector<float> y(static_cast<std::size_t>(inter));
+        for (std::int64_t s = begin; s < end; ++s) {
+          const RowSegment& seg = segments[static_cast<std::size_t>(s)];
+          for (std::int64_t r = seg.begin; r < seg.end; ++r) {
+            const bf16* gate = src + r * width;
+            const bf16* up = gate + inter;
+            for (std::int64_t c = 0; c < inter; ++c) {
+              const float g = bf16_to_float(gate[c]);
+              y[c] = g / (1.0f + std::exp(-g)) * bf16_to_float(up[c]);
+            }
+            if (fp8) {
+              quantize_row_fp8(y.data(), inter, out.data_as<fp8e4m3>() + r * inter,
+                               out_scale.data_as<float>() + r * (inter / kQuantGroup));
+            } else {
+              bf16* dst = out.data_as<bf16>() + r * inter;
+              for (std::int64_t c = 0; c < inter; ++c) dst[c] = float_to_bf16(y[c]);
+            }
+          }
         }
-        if (fp8) {
-          quantize_row_fp8(y.data(), inter, out.data_as<fp8e4m3>() + r * inter,
-                           out_scale.data_as<float>() + r * (inter / kQuantGroup));
-        } else {
-          bf16* dst = out.data_as<bf16>() + r * inter;
-          for (std::int64_t c = 0; c < inter; ++c) dst[c] = float_to_bf16(y[c]);
-        }
-      }
-    }
-  });
+      });
 }
 
 }  // namespace moerun::cpu

@@ -19,7 +19,8 @@ void weight_row(const TensorView& w, const TensorView& scale, int expert, std::i
   const std::int64_t offset = (expert * n + row) * k;
   if (w.dtype() == DType::kFP8E4M3) {
     const std::int64_t k_blocks = k / kQuantGroup;
-    const float* s = scale.data_as<const float>() + (expert * (n / kQuantGroup) + row / kQuantGroup) * k_blocks;
+    const float* s =
+        scale.data_as<const float>() + (expert * (n / kQuantGroup) + row / kQuantGroup) * k_blocks;
     const auto* codes = w.data_as<const fp8e4m3>() + offset;
     for (std::int64_t c = 0; c < k; ++c) {
       dst[c] = static_cast<double>(fp8e4m3_to_float(codes[c])) * s[c / kQuantGroup];
@@ -58,7 +59,8 @@ std::vector<double> dense_reference(const MoeConfig& config, const MoeWeights& a
   detail::check_topk_weights(topk_weights, tokens, k);
 
   // (token, slot) pairs per expert, in token order.
-  std::vector<std::vector<std::pair<std::int64_t, int>>> routed(static_cast<std::size_t>(config.num_experts));
+  std::vector<std::vector<std::pair<std::int64_t, int>>> routed(
+      static_cast<std::size_t>(config.num_experts));
   const int* ids = topk_ids.data_as<const int>();
   for (std::int64_t t = 0; t < tokens; ++t) {
     for (int j = 0; j < k; ++j) {
@@ -67,7 +69,8 @@ std::vector<double> dense_reference(const MoeConfig& config, const MoeWeights& a
   }
   const bool quantize = config.is_fp8() && activations == ActivationQuantization::kRecipe;
   std::vector<double> x(static_cast<std::size_t>(tokens * h));
-  for (std::int64_t i = 0; i < tokens * h; ++i) x[i] = bf16_to_float(hidden.data_as<const bf16>()[i]);
+  for (std::int64_t i = 0; i < tokens * h; ++i)
+    x[i] = bf16_to_float(hidden.data_as<const bf16>()[i]);
   if (quantize) {
     for (std::int64_t t = 0; t < tokens; ++t) fp8_round_trip(x.data() + t * h, h);
   }

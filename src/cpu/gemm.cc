@@ -92,7 +92,8 @@ void run_tile(const Problem& p, const RowSegment& seg, std::int64_t n0, std::int
           for (int r = 0; r < kRowsPerStep; ++r) a_block[r] = a_ptr[r] + kb * kQuantGroup;
           float partial[kRowsPerStep];
           dot_rows(a_block, b_row + kb * kQuantGroup, kQuantGroup, partial);
-          for (int r = 0; r < kRowsPerStep; ++r) acc[r] += partial[r] * (a_scale[r][kb] * w_scale[kb]);
+          for (int r = 0; r < kRowsPerStep; ++r)
+            acc[r] += partial[r] * (a_scale[r][kb] * w_scale[kb]);
         }
       } else {
         dot_rows(a_ptr, b_row, k, acc);
@@ -158,8 +159,14 @@ Problem make_problem(const GemmOperand& a, const GemmOperand& b, const TensorVie
     check_arg(!a.scale.defined() && !b.scale.defined(), "BF16 operand scales", "none",
               "a scale tensor");
   }
-  return {static_cast<const std::byte*>(a.data.data()), a_scale,
-          static_cast<const std::byte*>(b.data.data()), b_scale, out.data_as<bf16>(), n, k, fp8};
+  return {static_cast<const std::byte*>(a.data.data()),
+          a_scale,
+          static_cast<const std::byte*>(b.data.data()),
+          b_scale,
+          out.data_as<bf16>(),
+          n,
+          k,
+          fp8};
 }
 
 }  // namespace

@@ -68,9 +68,9 @@ void moe_forward(const MoeConfig& config, const MoeWeights& local_weights, const
   HostTensor gate_up(DType::kBF16, {rows, 2 * inter});
   const GemmOperand a1{permuted.tokens.view(), permuted.scales.view()};
   const GemmOperand w13{local_weights.w13, local_weights.w13_scale};
-  const TensorView gate_up_out =
-      masked ? TensorView(gate_up.view().data(), DType::kBF16, {local_experts, permuted.m_max, 2 * inter})
-             : gate_up.view();
+  const TensorView gate_up_out = masked ? TensorView(gate_up.view().data(), DType::kBF16,
+                                                     {local_experts, permuted.m_max, 2 * inter})
+                                        : gate_up.view();
   if (masked) {
     grouped_gemm_masked(a1, w13, permuted.masked_m.view(), gate_up_out);
   } else {

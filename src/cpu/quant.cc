@@ -26,10 +26,8 @@ void quantize_row_fp8(const float* values, std::int64_t cols, fp8e4m3* codes, fl
 namespace {
 void check_block_shape(const TensorView& w, std::string_view name) {
   check_arg(w.ndim() == 3, std::string(name) + " rank", "3 ([E, N, K])", w.ndim());
-  check_arg(w.size(1) % kQuantGroup == 0, std::string(name) + " N", "a multiple of 128",
-            w.size(1));
-  check_arg(w.size(2) % kQuantGroup == 0, std::string(name) + " K", "a multiple of 128",
-            w.size(2));
+  check_arg(w.size(1) % kQuantGroup == 0, std::string(name) + " N", "a multiple of 128", w.size(1));
+  check_arg(w.size(2) % kQuantGroup == 0, std::string(name) + " K", "a multiple of 128", w.size(2));
 }
 }  // namespace
 

@@ -84,8 +84,7 @@ void route_grouped(const RoutingConfig& config, int num_experts, const float* lo
   }
   for (int j = 0; j < k; ++j) {
     ids[j] = chosen[j];
-    weights[j] =
-        static_cast<float>(scores[chosen[j]] / denominator * config.routed_scaling_factor);
+    weights[j] = static_cast<float>(scores[chosen[j]] / denominator * config.routed_scaling_factor);
   }
 }
 

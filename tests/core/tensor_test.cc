@@ -1,0 +1,76 @@
+#include "moerun/tensor.h"
+
+#include <gtest/gtest.h>
+
+#include "moerun/errors.h"
+#include "moerun/host_tensor.h"
+
+namespace moerun {
+namespace {
+
+// The message of the InvalidArgument that `fn` throws.
+template <class Fn>
+std::string error_of(Fn&& fn) {
+  try {
+    fn();
+  } catch (const InvalidArgument& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+TEST(TensorView, ContiguousStridesAndSizes) {
+  HostTensor t(DType::kBF16, {3, 4, 5});
+  EXPECT_EQ(t.view().stride(0), 20);
+  EXPECT_EQ(t.view().stride(2), 1);
+  EXPECT_EQ(t.numel(), 60);
+  EXPECT_EQ(t.nbytes(), 120u);
+  EXPECT_TRUE(t.view().is_contiguous());
+  EXPECT_EQ(t.view().shape_string(), "[3, 4, 5]");
+}
+
+TEST(TensorView, EmptyShapeHasNoElements) {
+  HostTensor t(DType::kF32, {0, 7});
+  EXPECT_EQ(t.numel(), 0);
+  EXPECT_TRUE(t.defined());
+  EXPECT_FALSE(TensorView().defined());
+}
+
+TEST(TensorView, CloneCopiesBytes) {
+  HostTensor t(DType::kI32, {4});
+  for (int i = 0; i < 4; ++i) t.data<int>()[i] = i * 7;
+  HostTensor c = t.clone();
+  EXPECT_NE(c.view().data(), t.view().data());
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(c.data<int>()[i], i * 7);
+}
+
+TEST(CheckTensor, NamesTheFieldAndExpectedShape) {
+  HostTensor t(DType::kBF16, {2, 8});
+  EXPECT_EQ(error_of([&] {
+              check_tensor(t.view(), "w13", DType::kBF16, {2, 16}, DeviceType::kCpu);
+            }),
+            "moerun: invalid w13 shape: expected [2, 16], got [2, 8]");
+  EXPECT_EQ(error_of([&] {
+              check_tensor(t.view(), "w2", DType::kFP8E4M3, {2, 8}, DeviceType::kCpu);
+            }),
+            "moerun: invalid w2 dtype: expected fp8_e4m3, got bf16");
+  EXPECT_EQ(error_of([&] {
+              check_tensor(t.view(), "x", DType::kBF16, {2, 8}, DeviceType::kCuda);
+            }),
+            "moerun: invalid x device: expected cuda, got cpu");
+  EXPECT_EQ(
+      error_of([&] { check_tensor(TensorView(), "bias", DType::kF32, {4}, DeviceType::kCpu); }),
+      "moerun: invalid bias: expected a tensor, got none");
+  EXPECT_EQ(error_of([&] {
+              check_tensor(t.view(), "x", DType::kBF16, {2, 8}, DeviceType::kCpu);
+            }),
+            "no error");
+}
+
+TEST(Shape, RejectsNegativeExtentsAndTooManyDims) {
+  EXPECT_THROW(Shape({2, -1}), InvalidArgument);
+  EXPECT_THROW(Shape({1, 2, 3, 4, 5}), InvalidArgument);
+}
+
+}  // namespace
+}  // namespace moerun

@@ -133,17 +133,19 @@ int run_command(const RunArgs& args) {
   }
   const double time_s = median(seconds);
 
-  if (!args.json) std::fprintf(stderr, "computing the fp64 dense reference...\n");
-  const std::vector<double> reference =
-      cpu::dense_reference(config, all, hidden.view(), routing.ids.view(), routing.weights.view());
+  Progress reference_progress("fp64 dense reference");
+  const std::vector<double> reference = cpu::dense_reference(
+      config, all, hidden.view(), routing.ids.view(), routing.weights.view(),
+      cpu::ActivationQuantization::kRecipe, [&](double f) { reference_progress.update(f); });
   const double error = relative_error(out.view(), reference);
   // What the FP8 recipe itself costs: the same layer with exact (unquantized) activations.
   std::optional<double> recipe_error;
   if (config.is_fp8()) {
-    recipe_error =
-        relative_error(out.view(), cpu::dense_reference(config, all, hidden.view(),
-                                                        routing.ids.view(), routing.weights.view(),
-                                                        cpu::ActivationQuantization::kNone));
+    Progress exact_progress("fp64 dense reference, unquantized activations");
+    recipe_error = relative_error(
+        out.view(), cpu::dense_reference(config, all, hidden.view(), routing.ids.view(),
+                                         routing.weights.view(), cpu::ActivationQuantization::kNone,
+                                         [&](double f) { exact_progress.update(f); }));
   }
   const double tolerance = layer_tolerance(config.weight_dtype);
   const bool ok = error <= tolerance;

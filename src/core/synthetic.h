@@ -5,16 +5,13 @@
 #pragma once
 
 #include <cstdint>
-#include <functional>
 
+#include "core/progress.h"
 #include "moerun/config.h"
 #include "moerun/host_tensor.h"
 #include "moerun/weights.h"
 
 namespace moerun {
-
-// Called with a fraction in [0, 1] as long work progresses.
-using ProgressFn = std::function<void(double fraction)>;
 
 struct HostMoeWeights {
   HostTensor w13, w13_scale, w2, w2_scale, correction_bias;

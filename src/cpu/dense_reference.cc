@@ -47,7 +47,8 @@ void fp8_round_trip(double* values, std::int64_t count) {
 std::vector<double> dense_reference(const MoeConfig& config, const MoeWeights& all_weights,
                                     const TensorView& hidden, const TensorView& topk_ids,
                                     const TensorView& topk_weights,
-                                    ActivationQuantization activations) {
+                                    ActivationQuantization activations,
+                                    const ProgressFn& progress) {
   config.validate();
   all_weights.validate(config, config.num_experts, DeviceType::kCpu);
   const std::int64_t tokens = hidden.size(0), h = config.hidden_size,
@@ -117,6 +118,7 @@ std::vector<double> dense_reference(const MoeConfig& config, const MoeWeights& a
         }
       }
     });
+    if (progress) progress(static_cast<double>(e + 1) / config.num_experts);
   }
   return out;
 }

@@ -4,6 +4,7 @@
 
 #include <vector>
 
+#include "core/progress.h"
 #include "moerun/config.h"
 #include "moerun/weights.h"
 
@@ -22,6 +23,7 @@ enum class ActivationQuantization { kRecipe, kNone };
 std::vector<double> dense_reference(
     const MoeConfig& config, const MoeWeights& all_weights, const TensorView& hidden,
     const TensorView& topk_ids, const TensorView& topk_weights,
-    ActivationQuantization activations = ActivationQuantization::kRecipe);
+    ActivationQuantization activations = ActivationQuantization::kRecipe,
+    const ProgressFn& progress = {});
 
 }  // namespace moerun::cpu

@@ -1,0 +1,355 @@
+#!/usr/bin/env python3
+"""Side-by-side timing of moerun and its peers on the same GPU, in one run.
+
+Peers: torch._grouped_mm (BF16), torch._scaled_grouped_mm (row-wise FP8), torch._scaled_mm
+(dense FP8 with 1x128 / 128x128 block scales, cuBLASLt), DeepGEMM when it imports, and a plain
+PyTorch MoE layer (sort by expert, _grouped_mm, SiLU-and-mul, _grouped_mm, weighted index_add_).
+moerun's own numbers come from `moerun bench --json` when the binary has that command.
+
+Each timing: warm-up, then CUDA events around each of many runs over inputs rotated so that
+their total exceeds 2x L2, median reported. Ceilings (copy bandwidth, dense BF16 and FP8 matrix
+rates) are measured in the same run. Writes a text table, a JSON file and a roofline PNG.
+"""
+import argparse
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import torch
+
+L2_BYTES = 60 * 2**20
+DEVICE = "cuda"
+
+
+def median_time_ms(fn, arg_sets, warmup=5, iters=40):
+    """Median over `iters` event-timed calls, cycling through `arg_sets`."""
+    for i in range(warmup):
+        fn(*arg_sets[i % len(arg_sets)])
+    torch.cuda.synchronize()
+    times = []
+    for i in range(iters):
+        start = torch.cuda.Event(enable_timing=True)
+        end = torch.cuda.Event(enable_timing=True)
+        args = arg_sets[i % len(arg_sets)]
+        start.record()
+        fn(*args)
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    times.sort()
+    return times[len(times) // 2]
+
+
+def copies_for(bytes_per_set):
+    """Enough input sets that cycling through them overflows L2 twice."""
+    return max(1, min(16, math.ceil(2 * L2_BYTES / max(1, bytes_per_set))))
+
+
+def fp8(x):
+    return x.to(torch.float8_e4m3fn)
+
+
+# ---------------------------------------------------------------------------- ceilings
+def measure_ceilings():
+    n = 1 << 30  # 1 GiB copies: read + write counted
+    src = torch.empty(n, dtype=torch.uint8, device=DEVICE)
+    dst = torch.empty_like(src)
+    ms = median_time_ms(lambda: dst.copy_(src), [()], iters=20)
+    copy_gbs = 2 * n / ms / 1e6
+    del src, dst
+    m = 8192
+    a = torch.randn(m, m, device=DEVICE, dtype=torch.bfloat16)
+    b = torch.randn(m, m, device=DEVICE, dtype=torch.bfloat16)
+    ms = median_time_ms(lambda: a @ b, [()], iters=20)
+    bf16_tflops = 2 * m**3 / ms / 1e9
+    fa, fb = fp8(a), fp8(b).t()
+    one = torch.ones((), device=DEVICE)
+    try:
+        ms = median_time_ms(
+            lambda: torch._scaled_mm(fa, fb, one, one, out_dtype=torch.bfloat16), [()], iters=20)
+        fp8_tflops = 2 * m**3 / ms / 1e9
+    except Exception as e:  # noqa: BLE001
+        print(f"fp8 ceiling: torch._scaled_mm failed: {e}", file=sys.stderr)
+        fp8_tflops = float("nan")
+    return {"copy_gbs": copy_gbs, "bf16_tflops": bf16_tflops, "fp8_tflops": fp8_tflops}
+
+
+# ------------------------------------------------------------------------ grouped GEMMs
+GEMM_SHAPES = [  # (layout, groups, m per group, n, k), the Hopper GEMM issue's table
+    ("contiguous", 4, 8192, 4096, 7168), ("contiguous", 4, 8192, 7168, 2048),
+    ("contiguous", 8, 4096, 4096, 7168), ("contiguous", 8, 4096, 7168, 2048),
+    ("masked", 1, 1024, 4096, 7168), ("masked", 1, 1024, 7168, 2048),
+    ("masked", 2, 512, 4096, 7168), ("masked", 2, 512, 7168, 2048),
+    ("masked", 4, 256, 4096, 7168), ("masked", 4, 256, 7168, 2048),
+    ("masked", 32, 8, 4096, 7168), ("masked", 32, 8, 7168, 2048),
+    ("masked", 32, 32, 4096, 7168), ("masked", 32, 64, 7168, 2048),
+]
+
+
+def gemm_bytes(g, m, n, k, elem):
+    # DeepGEMM's accounting: m*k + k*n inputs, 2*m*n bf16 output, per group.
+    return g * (m * k * elem + n * k * elem + 2 * m * n)
+
+
+def gemm_inputs(g, m, n, k):
+    a = torch.randn(g * m, k, device=DEVICE, dtype=torch.bfloat16)
+    b = torch.randn(g, n, k, device=DEVICE, dtype=torch.bfloat16) / math.sqrt(k)
+    return a, b
+
+
+def peer_torch_grouped_mm(g, m, n, k):
+    sets = []
+    for _ in range(copies_for(gemm_bytes(g, m, n, k, 2))):
+        a, b = gemm_inputs(g, m, n, k)
+        offs = torch.arange(1, g + 1, device=DEVICE, dtype=torch.int32) * m
+        sets.append((a, b.transpose(-2, -1), offs))
+    return median_time_ms(lambda a, b, o: torch._grouped_mm(a, b, offs=o), sets)
+
+
+def peer_torch_scaled_grouped_mm(g, m, n, k):
+    sets = []
+    for _ in range(copies_for(gemm_bytes(g, m, n, k, 1))):
+        a, b = gemm_inputs(g, m, n, k)
+        offs = torch.arange(1, g + 1, device=DEVICE, dtype=torch.int32) * m
+        sa = torch.ones(g * m, device=DEVICE, dtype=torch.float32)
+        sb = torch.ones(g, n, device=DEVICE, dtype=torch.float32)
+        sets.append((fp8(a), fp8(b).transpose(-2, -1), sa, sb, offs))
+    return median_time_ms(
+        lambda a, b, sa, sb, o: torch._scaled_grouped_mm(a, b, sa, sb, offs=o,
+                                                         out_dtype=torch.bfloat16), sets)
+
+
+def deep_gemm_module():
+    try:
+        import deep_gemm  # noqa: PLC0415
+        return deep_gemm, None
+    except Exception as e:  # noqa: BLE001
+        return None, f"{type(e).__name__}: {e}"
+
+
+def peer_deep_gemm_fp8(dg, layout, g, m, n, k):
+    sets = []
+    for _ in range(copies_for(gemm_bytes(g, m, n, k, 1))):
+        a, b = gemm_inputs(g, m, n, k)
+        b_fp8 = fp8(b)
+        b_sf = torch.ones(g, n // 128, k // 128, device=DEVICE, dtype=torch.float32)
+        if layout == "contiguous":
+            a_fp8 = fp8(a)
+            a_sf = torch.ones(g * m, k // 128, device=DEVICE, dtype=torch.float32)
+            d = torch.empty(g * m, n, device=DEVICE, dtype=torch.bfloat16)
+            m_indices = torch.arange(g, device=DEVICE, dtype=torch.int32).repeat_interleave(m)
+            sets.append(((a_fp8, a_sf), (b_fp8, b_sf), d, m_indices))
+        else:
+            a_fp8 = fp8(a.view(g, m, k))
+            a_sf = torch.ones(g, m, k // 128, device=DEVICE, dtype=torch.float32)
+            d = torch.empty(g, m, n, device=DEVICE, dtype=torch.bfloat16)
+            masked_m = torch.full((g,), m, device=DEVICE, dtype=torch.int32)
+            sets.append(((a_fp8, a_sf), (b_fp8, b_sf), d, masked_m))
+    if layout == "contiguous":
+        return median_time_ms(lambda a, b, d, mi: dg.m_grouped_fp8_gemm_nt_contiguous(a, b, d, mi), sets)
+    return median_time_ms(lambda a, b, d, mm: dg.m_grouped_fp8_gemm_nt_masked(a, b, d, mm, m), sets)
+
+
+def peer_deep_gemm_bf16(dg, layout, g, m, n, k):
+    sets = []
+    for _ in range(copies_for(gemm_bytes(g, m, n, k, 2))):
+        a, b = gemm_inputs(g, m, n, k)
+        if layout == "contiguous":
+            d = torch.empty(g * m, n, device=DEVICE, dtype=torch.bfloat16)
+            m_indices = torch.arange(g, device=DEVICE, dtype=torch.int32).repeat_interleave(m)
+            sets.append((a, b, d, m_indices))
+        else:
+            d = torch.empty(g, m, n, device=DEVICE, dtype=torch.bfloat16)
+            masked_m = torch.full((g,), m, device=DEVICE, dtype=torch.int32)
+            sets.append((a.view(g, m, k), b, d, masked_m))
+    if layout == "contiguous":
+        return median_time_ms(lambda a, b, d, mi: dg.m_grouped_bf16_gemm_nt_contiguous(a, b, d, mi), sets)
+    return median_time_ms(lambda a, b, d, mm: dg.m_grouped_bf16_gemm_nt_masked(a, b, d, mm, m), sets)
+
+
+def peer_cublaslt_blockwise_fp8(m, n, k):
+    """Dense FP8 with 1x128 activation and 128x128 weight scales through torch._scaled_mm."""
+    a = fp8(torch.randn(m, k, device=DEVICE))
+    b = fp8(torch.randn(n, k, device=DEVICE))
+    # cuBLASLt wants the activation scales outer-dim-major: a [K/128, M] buffer viewed as [M, K/128].
+    sa = torch.ones(k // 128, m, device=DEVICE, dtype=torch.float32).t()
+    sb = torch.ones(n // 128, k // 128, device=DEVICE, dtype=torch.float32)
+    return median_time_ms(lambda: torch._scaled_mm(a, b.t(), sa, sb, out_dtype=torch.bfloat16), [()])
+
+
+def timed(fn, *args):
+    try:
+        return fn(*args), None
+    except Exception as e:  # noqa: BLE001
+        return None, f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
+
+
+# ---------------------------------------------------------------- plain PyTorch MoE layer
+def torch_moe_layer(x, logits, w13, w2, top_k):
+    """The plain-PyTorch BF16 MoE layer the CUDA backend issue names as the baseline."""
+    t, h = x.shape
+    e = w13.shape[0]
+    inter = w2.shape[2]
+    weights, ids = torch.topk(torch.softmax(logits, dim=-1), top_k, dim=-1)
+    weights = weights / weights.sum(-1, keepdim=True)
+    flat = ids.flatten()
+    order = torch.argsort(flat, stable=True)
+    counts = torch.bincount(flat, minlength=e)
+    offs = torch.cumsum(counts, 0).to(torch.int32)
+    tokens = order // top_k
+    xs = x[tokens]
+    gate_up = torch._grouped_mm(xs, w13.transpose(-2, -1), offs=offs)
+    act = torch.nn.functional.silu(gate_up[:, :inter].float()) * gate_up[:, inter:].float()
+    down = torch._grouped_mm(act.to(torch.bfloat16), w2.transpose(-2, -1), offs=offs)
+    out = torch.zeros(t, h, device=x.device, dtype=torch.float32)
+    out.index_add_(0, tokens, down.float() * weights.flatten()[order, None])
+    return out.to(torch.bfloat16)
+
+
+LAYER_SHAPES = {  # name: (H, I, E, k)
+    "qwen3-30b-a3b": (2048, 768, 128, 8),
+}
+
+
+def bench_torch_layer(name, tokens):
+    h, inter, e, k = LAYER_SHAPES[name]
+    w13 = torch.randn(e, 2 * inter, h, device=DEVICE, dtype=torch.bfloat16) / math.sqrt(h)
+    w2 = torch.randn(e, h, inter, device=DEVICE, dtype=torch.bfloat16) / math.sqrt(inter)
+    sets = []
+    for _ in range(4):
+        x = torch.randn(tokens, h, device=DEVICE, dtype=torch.bfloat16)
+        logits = torch.randn(tokens, e, device=DEVICE, dtype=torch.float32)
+        sets.append((x, logits))
+    return median_time_ms(lambda x, l: torch_moe_layer(x, l, w13, w2, k), sets, iters=30)
+
+
+# ----------------------------------------------------------------------------- moerun
+def moerun_bench(binary, args):
+    """Runs `moerun bench ... --json`; returns its parsed output, or (None, reason)."""
+    if not binary or not os.path.exists(binary):
+        return None, "moerun binary not found"
+    cmd = [binary, "bench", "--json"] + args
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        return None, (proc.stderr.strip().splitlines() or ["failed"])[-1][:160]
+    return json.loads(proc.stdout), None
+
+
+# ------------------------------------------------------------------------------ report
+def roofline_png(path, ceilings, points):
+    try:
+        import matplotlib  # noqa: PLC0415
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt  # noqa: PLC0415
+    except Exception as e:  # noqa: BLE001
+        print(f"roofline: matplotlib unavailable ({e})", file=sys.stderr)
+        return
+    fig, ax = plt.subplots(figsize=(8, 5))
+    xs = [2**i for i in range(0, 13)]
+    for label, peak in (("FP8", ceilings["fp8_tflops"]), ("BF16", ceilings["bf16_tflops"])):
+        if math.isfinite(peak):
+            ax.plot(xs, [min(peak, x * ceilings["copy_gbs"] / 1e3) for x in xs], label=f"{label} roof")
+    for p in points:
+        ax.scatter(p["intensity"], p["tflops"], s=14)
+        ax.annotate(p["label"], (p["intensity"], p["tflops"]), fontsize=5)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("FLOP per byte")
+    ax.set_ylabel("TFLOP/s")
+    ax.set_title(f"{torch.cuda.get_device_name()} roofline (measured ceilings)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--moerun", default="build/default/tools/moerun", help="moerun binary")
+    parser.add_argument("--out", default=os.environ.get("OUT", "bench/results"), help="output dir")
+    parser.add_argument("--quick", action="store_true", help="fewer shapes")
+    args = parser.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    torch.manual_seed(0)
+
+    report = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+              "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv)}
+    ceilings = measure_ceilings()
+    report["ceilings"] = ceilings
+    print(f"# {report['device']}, torch {torch.__version__}, {report['date']}")
+    print(f"ceilings: copy {ceilings['copy_gbs']:.0f} GB/s, BF16 {ceilings['bf16_tflops']:.0f} "
+          f"TFLOP/s, FP8 {ceilings['fp8_tflops']:.0f} TFLOP/s")
+
+    dg, dg_error = deep_gemm_module()
+    report["deep_gemm"] = "loaded" if dg else dg_error
+    print(f"DeepGEMM: {report['deep_gemm']}")
+
+    rows, points = [], []
+    shapes = GEMM_SHAPES[:: 3] if args.quick else GEMM_SHAPES
+    for layout, g, m, n, k in shapes:
+        flops = 2 * g * m * n * k
+        row = {"layout": layout, "groups": g, "m": m, "n": n, "k": k, "peers": {}}
+        candidates = {
+            "torch_grouped_mm_bf16": (peer_torch_grouped_mm, g, m, n, k),
+            "torch_scaled_grouped_mm_fp8_rowwise": (peer_torch_scaled_grouped_mm, g, m, n, k),
+        }
+        if dg:
+            candidates["deep_gemm_fp8"] = (peer_deep_gemm_fp8, dg, layout, g, m, n, k)
+            candidates["deep_gemm_bf16"] = (peer_deep_gemm_bf16, dg, layout, g, m, n, k)
+        if g == 1 or layout == "contiguous":
+            candidates["cublaslt_blockwise_fp8_dense"] = (peer_cublaslt_blockwise_fp8, g * m, n, k)
+        for name, (fn, *fargs) in candidates.items():
+            ms, err = timed(fn, *fargs)
+            elem = 2 if "bf16" in name else 1
+            if ms is None:
+                row["peers"][name] = {"error": err}
+                continue
+            tflops = flops / ms / 1e9
+            gbs = gemm_bytes(g, m, n, k, elem) / ms / 1e6
+            peak = ceilings["bf16_tflops"] if elem == 2 else ceilings["fp8_tflops"]
+            row["peers"][name] = {"us": ms * 1e3, "tflops": tflops, "gbs": gbs,
+                                  "pct_ceiling": 100 * max(tflops / peak, gbs / ceilings["copy_gbs"])}
+            points.append({"label": f"{name[:12]} {layout[0]}{g}x{m} {n}x{k}",
+                           "intensity": flops / gemm_bytes(g, m, n, k, elem), "tflops": tflops})
+        rows.append(row)
+        torch.cuda.empty_cache()
+    report["gemm"] = rows
+
+    layer_rows = []
+    for name in LAYER_SHAPES:
+        for tokens in (128, 8192):
+            ms, err = timed(bench_torch_layer, name, tokens)
+            ours, ours_err = moerun_bench(args.moerun, ["--model", name, "--tokens", str(tokens),
+                                                        "--stage", "layer"])
+            layer_rows.append({"model": name, "tokens": tokens, "torch_ms": ms, "torch_error": err,
+                               "moerun": ours, "moerun_error": ours_err})
+    report["layer"] = layer_rows
+
+    print("\n| layout | g x m | n | k | peer | us | TFLOP/s | GB/s | % ceiling |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        for name, p in r["peers"].items():
+            if "error" in p:
+                print(f"| {r['layout']} | {r['groups']} x {r['m']} | {r['n']} | {r['k']} | {name} "
+                      f"| failed: {p['error']} | | | |")
+            else:
+                print(f"| {r['layout']} | {r['groups']} x {r['m']} | {r['n']} | {r['k']} | {name} "
+                      f"| {p['us']:.1f} | {p['tflops']:.0f} | {p['gbs']:.0f} | {p['pct_ceiling']:.0f} |")
+    print("\n| layer | T | plain PyTorch ms | moerun ms | moerun / torch |")
+    print("|---|---|---|---|---|")
+    for r in layer_rows:
+        ours = r["moerun"]["layer_ms"] if r["moerun"] else None
+        ratio = f"{r['torch_ms'] / ours:.2f}x faster" if ours and r["torch_ms"] else (r["moerun_error"] or "")
+        torch_ms = f"{r['torch_ms']:.3f}" if r["torch_ms"] else r["torch_error"]
+        print(f"| {r['model']} | {r['tokens']} | {torch_ms} | {ours if ours else '-'} | {ratio} |")
+
+    with open(os.path.join(args.out, "compare.json"), "w") as f:
+        json.dump(report, f, indent=1)
+    roofline_png(os.path.join(args.out, "roofline.png"), ceilings, points)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,12 +1,12 @@
 // End to end: `moerun run --model DIR` on small checkpoints of each family reproduces the CPU
 // reference computed here from the same tensors, bit for bit; `moerun info` reports the layers.
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 
 #include <array>
 #include <cstdio>
 #include <cstring>
 #include <nlohmann/json.hpp>
-#include <sys/wait.h>
 
 #include "core/metrics.h"
 #include "core/tolerances.h"
@@ -67,14 +67,16 @@ Expected expected_output(const Fixture& f, int layer, const HostTensor& hidden) 
     for (int e = 0; e < config.num_experts; ++e) {
       float acc = 0.0f;
       for (std::int64_t c = 0; c < h; ++c) {
-        acc += bf16_to_float(hidden.data<bf16>()[t * h + c]) * ref.router_weight.data<float>()[e * h + c];
+        acc += bf16_to_float(hidden.data<bf16>()[t * h + c]) *
+               ref.router_weight.data<float>()[e * h + c];
       }
       logits.data<float>()[t * config.num_experts + e] = acc;
     }
   }
-  Expected x{HostTensor(DType::kBF16, {tokens, h}),
-             cpu::route(config.routing, config.num_experts, logits.view(), ref.correction_bias.view()),
-             {}};
+  Expected x{
+      HostTensor(DType::kBF16, {tokens, h}),
+      cpu::route(config.routing, config.num_experts, logits.view(), ref.correction_bias.view()),
+      {}};
   cpu::moe_forward(config, ref.weights(), hidden.view(), x.routing.ids.view(),
                    x.routing.weights.view(), x.out.view(), {Layout::kMasked});
   x.dense = cpu::dense_reference(config, ref.weights(), hidden.view(), x.routing.ids.view(),
@@ -100,12 +102,12 @@ class RunModel : public ::testing::TestWithParam<Case> {};
 TEST_P(RunModel, ReproducesTheCpuReference) {
   TempDir dir;
   const Fixture f = test::write_fixture(dir / "model", GetParam().options());
-  const HostTensor hidden =
-      test::write_hidden_states(dir / "x.safetensors", 20, f.options.hidden, GetParam().input_dtype, 3);
-  const CliResult r = run_cli("run --model " + q(dir / "model") + " --layer " +
-                              std::to_string(GetParam().layer) + " --input " + q(dir / "x.safetensors") +
-                              " --output " + q(dir / "y.safetensors") +
-                              " --save-routing --layout masked --backend cpu --check");
+  const HostTensor hidden = test::write_hidden_states(dir / "x.safetensors", 20, f.options.hidden,
+                                                      GetParam().input_dtype, 3);
+  const CliResult r =
+      run_cli("run --model " + q(dir / "model") + " --layer " + std::to_string(GetParam().layer) +
+              " --input " + q(dir / "x.safetensors") + " --output " + q(dir / "y.safetensors") +
+              " --save-routing --layout masked --backend cpu --check");
   ASSERT_EQ(r.exit_code, 0) << r.output;
 
   const Expected x = expected_output(f, GetParam().layer, hidden);
@@ -136,7 +138,8 @@ TEST(RunModel, ExpertParallelRanksSumToTheLayer) {
   std::vector<float> sum(9 * 256, 0.0f);
   for (int rank = 0; rank < 2; ++rank) {
     const auto path = dir / ("rank" + std::to_string(rank) + ".safetensors");
-    const CliResult r = run_cli(common + " --ep-rank " + std::to_string(rank) + " --output " + q(path));
+    const CliResult r =
+        run_cli(common + " --ep-rank " + std::to_string(rank) + " --output " + q(path));
     ASSERT_EQ(r.exit_code, 0) << r.output;
     const SafetensorsFile y(path);
     const TensorView partial = *y.view(y.at("hidden_states"));
@@ -156,9 +159,8 @@ TEST(RunModel, QuantizeFp8OnLoadStaysWithinTheFp8Tolerance) {
   o.hidden = 256;
   o.inter = 128;
   test::write_fixture(dir / "model", o);
-  const CliResult r = run_cli("run --model " + q(dir / "model") +
-                              " --tokens 16 --quantize fp8 --check --json",
-                              true);
+  const CliResult r = run_cli(
+      "run --model " + q(dir / "model") + " --tokens 16 --quantize fp8 --check --json", true);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const auto j = nlohmann::json::parse(r.output);
   EXPECT_TRUE(j.at("ok").get<bool>());
@@ -179,9 +181,10 @@ TEST(RunModelBad, InputWithTwoTensors) {
   TempDir dir;
   const Fixture f = test::write_fixture(dir / "model", test::mixtral_options());
   const std::vector<std::byte> bytes(2 * 64 * 2);
-  write_safetensors(dir / "x.safetensors", {{"a", StDType::kBF16, {2, 64}, bytes},
-                                            {"b", StDType::kBF16, {2, 64}, bytes}});
-  const CliResult r = run_cli("run --model " + q(dir / "model") + " --input " + q(dir / "x.safetensors"));
+  write_safetensors(dir / "x.safetensors",
+                    {{"a", StDType::kBF16, {2, 64}, bytes}, {"b", StDType::kBF16, {2, 64}, bytes}});
+  const CliResult r =
+      run_cli("run --model " + q(dir / "model") + " --input " + q(dir / "x.safetensors"));
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.output.find("expected exactly one [T, H] tensor, got 2 tensors ('a', 'b')"),
             std::string::npos)
@@ -192,11 +195,13 @@ TEST(RunModelBad, InputOfTheWrongWidth) {
   TempDir dir;
   test::write_fixture(dir / "model", test::mixtral_options());
   test::write_hidden_states(dir / "x.safetensors", 3, 32, StDType::kBF16, 1, "hidden");
-  const CliResult r = run_cli("run --model " + q(dir / "model") + " --input " + q(dir / "x.safetensors"));
+  const CliResult r =
+      run_cli("run --model " + q(dir / "model") + " --input " + q(dir / "x.safetensors"));
   EXPECT_EQ(r.exit_code, 2);
-  EXPECT_NE(r.output.find("invalid shape of tensor 'hidden' in " + (dir / "x.safetensors").string() +
-                          ": expected [T, 64] (hidden_size from config.json), got [3, 32]"),
-            std::string::npos)
+  EXPECT_NE(
+      r.output.find("invalid shape of tensor 'hidden' in " + (dir / "x.safetensors").string() +
+                    ": expected [T, 64] (hidden_size from config.json), got [3, 32]"),
+      std::string::npos)
       << r.output;
 }
 
@@ -265,7 +270,8 @@ TEST(Info, BenchLoadReportsThroughput) {
   auto o = test::qwen3_moe_options();
   o.down_back_to_back = true;
   test::write_fixture(dir / "model", o);
-  const CliResult r = run_cli("info --model " + q(dir / "model") + " --bench-load --repeat 2 --json", true);
+  const CliResult r =
+      run_cli("info --model " + q(dir / "model") + " --bench-load --repeat 2 --json", true);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const auto b = nlohmann::json::parse(r.output).at("bench_load");
   EXPECT_GT(b.at("load_gb_per_s").get<double>(), 0.0);

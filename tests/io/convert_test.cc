@@ -1,4 +1,6 @@
 // File-dtype conversions and the fp32 router GEMM.
+#include "io/convert.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -6,7 +8,6 @@
 #include <limits>
 
 #include "cpu/router_gemm.h"
-#include "io/convert.h"
 #include "moerun/errors.h"
 
 namespace moerun::io {

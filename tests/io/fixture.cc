@@ -37,8 +37,8 @@ std::uint16_t float_to_f16(float value) {
   const auto sign = static_cast<std::uint16_t>((bits >> 16) & 0x8000u);
   const std::uint32_t magnitude = bits & 0x7fffffffu;
   if (std::bit_cast<float>(magnitude) < 0x1p-14f) {  // subnormal: a multiple of 2^-24
-    return static_cast<std::uint16_t>(
-        sign | static_cast<std::uint16_t>(std::nearbyint(std::bit_cast<float>(magnitude) * 0x1p24f)));
+    return static_cast<std::uint16_t>(sign | static_cast<std::uint16_t>(std::nearbyint(
+                                                 std::bit_cast<float>(magnitude) * 0x1p24f)));
   }
   const std::uint32_t rounded = magnitude + 0xfffu + ((magnitude >> 13) & 1u);
   return static_cast<std::uint16_t>(sign | ((rounded >> 13) - (112u << 10)));
@@ -208,16 +208,17 @@ Fixture write_fixture(const fs::path& dir, const FixtureOptions& o) {
     const std::string base = "model.layers." + std::to_string(l) + ".";
     f.tensors[base + "input_layernorm.weight"] =
         random_tensor(io::StDType::kBF16, {o.hidden}, 1.0f, o.seed, stream++);
-    const std::string mlp = base + (o.family == io::ModelFamily::kMixtral ? "block_sparse_moe." : "mlp.");
+    const std::string mlp =
+        base + (o.family == io::ModelFamily::kMixtral ? "block_sparse_moe." : "mlp.");
     if (!hf.is_moe_layer(l)) {  // a dense MLP, as the real models have in their first layers
       add_weight(mlp + "gate_proj.weight", 2 * o.inter, o.hidden);
       add_weight(mlp + "up_proj.weight", 2 * o.inter, o.hidden);
       add_weight(mlp + "down_proj.weight", o.hidden, 2 * o.inter);
       continue;
     }
-    f.tensors[mlp + "gate.weight"] = random_tensor(o.router_dtype, {o.experts, o.hidden},
-                                                   1.0f / std::sqrt(static_cast<float>(o.hidden)),
-                                                   o.seed, stream++);
+    f.tensors[mlp + "gate.weight"] =
+        random_tensor(o.router_dtype, {o.experts, o.hidden},
+                      1.0f / std::sqrt(static_cast<float>(o.hidden)), o.seed, stream++);
     const bool mixtral = o.family == io::ModelFamily::kMixtral;
     for (int e = 0; e < o.experts; ++e) {
       const std::string expert = mlp + "experts." + std::to_string(e) + ".";
@@ -228,7 +229,8 @@ Fixture write_fixture(const fs::path& dir, const FixtureOptions& o) {
     if (o.family == io::ModelFamily::kDeepseekV3) {
       StoredBytes bias{io::StDType::kF32, {o.experts}, {}};
       for (int e = 0; e < o.experts; ++e) {
-        append(bias.bytes, 0.1f * (uniform01(o.seed, stream, static_cast<std::uint64_t>(e)) - 0.5f));
+        append(bias.bytes,
+               0.1f * (uniform01(o.seed, stream, static_cast<std::uint64_t>(e)) - 0.5f));
       }
       ++stream;
       f.tensors[mlp + "gate.e_score_correction_bias"] = std::move(bias);
@@ -246,8 +248,9 @@ Fixture write_fixture(const fs::path& dir, const FixtureOptions& o) {
     std::vector<std::string> moved;
     for (int l = 0; l < o.num_layers; ++l) {
       if (!hf.is_moe_layer(l)) continue;
-      const std::string mlp = "model.layers." + std::to_string(l) +
-                              (o.family == io::ModelFamily::kMixtral ? ".block_sparse_moe." : ".mlp.");
+      const std::string mlp =
+          "model.layers." + std::to_string(l) +
+          (o.family == io::ModelFamily::kMixtral ? ".block_sparse_moe." : ".mlp.");
       const std::string down = o.family == io::ModelFamily::kMixtral ? "w2" : "down_proj";
       for (const char* suffix : {".weight", ".weight_scale_inv"}) {
         for (int e = 0; e < o.experts; ++e) {
@@ -281,7 +284,8 @@ Fixture write_fixture(const fs::path& dir, const FixtureOptions& o) {
   }
   if (shards > 1) {
     std::ofstream index(dir / "model.safetensors.index.json");
-    index << nlohmann::json{{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}}.dump(2);
+    index << nlohmann::json{{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}}.dump(
+        2);
   }
   return f;
 }
@@ -337,7 +341,8 @@ ReferenceLayer reference_layer(const Fixture& f, int layer, int first, int count
   if (count < 0) count = o.experts - first;
   const bool fp8 = o.expert_dtype == io::StDType::kF8E4M3;
   const bool mixtral = o.family == io::ModelFamily::kMixtral;
-  const std::string mlp = "model.layers." + std::to_string(layer) + (mixtral ? ".block_sparse_moe." : ".mlp.");
+  const std::string mlp =
+      "model.layers." + std::to_string(layer) + (mixtral ? ".block_sparse_moe." : ".mlp.");
   const std::int64_t h = o.hidden, inter = o.inter;
   ReferenceLayer r;
   const DType dtype = fp8 ? DType::kFP8E4M3 : DType::kBF16;
@@ -363,7 +368,8 @@ ReferenceLayer reference_layer(const Fixture& f, int layer, int first, int count
   }
   const StoredBytes& router = f.tensors.at(mlp + "gate.weight");
   r.router_weight = HostTensor(DType::kF32, {o.experts, h});
-  for (std::int64_t i = 0; i < o.experts * h; ++i) r.router_weight.data<float>()[i] = stored_float(router, i);
+  for (std::int64_t i = 0; i < o.experts * h; ++i)
+    r.router_weight.data<float>()[i] = stored_float(router, i);
   if (o.family == io::ModelFamily::kDeepseekV3) {
     const StoredBytes& bias = f.tensors.at(mlp + "gate.e_score_correction_bias");
     r.correction_bias = HostTensor(DType::kF32, {o.experts});
@@ -377,7 +383,8 @@ HostTensor write_hidden_states(const fs::path& path, std::int64_t tokens, std::i
   const StoredBytes t = random_tensor(dtype, {tokens, hidden}, 1.0f, seed, 7);
   io::write_safetensors(path, {{name, t.dtype, t.shape, t.bytes}});
   HostTensor out(DType::kBF16, {tokens, hidden});
-  for (std::int64_t i = 0; i < tokens * hidden; ++i) out.data<bf16>()[i] = float_to_bf16(stored_float(t, i));
+  for (std::int64_t i = 0; i < tokens * hidden; ++i)
+    out.data<bf16>()[i] = float_to_bf16(stored_float(t, i));
   return out;
 }
 
@@ -391,7 +398,8 @@ std::vector<std::byte> read_bytes(const fs::path& path) {
 
 void write_bytes(const fs::path& path, const std::vector<std::byte>& bytes) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  out.write(reinterpret_cast<const char*>(bytes.data()),
+            static_cast<std::streamsize>(bytes.size()));
 }
 
 void write_raw_safetensors(const fs::path& path, const std::string& header, std::size_t data_size) {

@@ -1,11 +1,12 @@
 // Checkpoint directories: tensor names per family, and every disagreement with config.json (or a
 // missing tensor or shard) rejected with a message naming the file and the tensor.
+#include "io/hf_checkpoint.h"
+
 #include <gtest/gtest.h>
 
 #include <fstream>
 
 #include "fixture.h"
-#include "io/hf_checkpoint.h"
 #include "moerun/errors.h"
 
 namespace moerun::io {
@@ -71,7 +72,8 @@ TEST(HfCheckpoint, InspectsDeepseekV3ShardedFp8) {
   const auto& o = f.options;
   EXPECT_EQ(info.expert_bytes, static_cast<std::uint64_t>(o.experts * 3 * o.hidden * o.inter));
   EXPECT_EQ(info.scale_bytes, static_cast<std::uint64_t>(o.experts * 4 * (2 + 2 + 2)));
-  EXPECT_EQ(info.router_bytes, static_cast<std::uint64_t>(o.experts * o.hidden * 2 + o.experts * 4));
+  EXPECT_EQ(info.router_bytes,
+            static_cast<std::uint64_t>(o.experts * o.hidden * 2 + o.experts * 4));
 }
 
 TEST(HfCheckpoint, DenseLayerIsReportedNotMisread) {
@@ -80,7 +82,8 @@ TEST(HfCheckpoint, DenseLayerIsReportedNotMisread) {
   const HfCheckpoint ckpt(dir.path());
   EXPECT_FALSE(ckpt.config().is_moe_layer(0));
   const std::string m = error_of([&] { ckpt.inspect_moe_layer(0); });
-  EXPECT_CONTAINS(m, "layer 0 is dense (first_k_dense_replace = 1), not an MoE layer; MoE layers: 1, 2");
+  EXPECT_CONTAINS(
+      m, "layer 0 is dense (first_k_dense_replace = 1), not an MoE layer; MoE layers: 1, 2");
 }
 
 TEST(HfCheckpoint, LayerOutOfRange) {
@@ -124,7 +127,8 @@ TEST(HfCheckpointBad, Fp8WeightsWithoutQuantizationConfig) {
   const HfCheckpoint ckpt(dir.path());
   const std::string m = error_of([&] { ckpt.inspect_moe_layer(1); });
   EXPECT_CONTAINS(m, "invalid dtype of tensor 'model.layers.1.mlp.experts.0.gate_proj.weight' in");
-  EXPECT_CONTAINS(m, "expected BF16, F16 or F32 (config.json has no quantization_config), got F8_E4M3");
+  EXPECT_CONTAINS(
+      m, "expected BF16, F16 or F32 (config.json has no quantization_config), got F8_E4M3");
 }
 
 TEST(HfCheckpointBad, Bf16WeightsWithFp8QuantizationConfig) {
@@ -174,8 +178,10 @@ TEST(HfCheckpointBad, ScaleShapeDisagrees) {
   });
   const HfCheckpoint ckpt(dir.path());
   const std::string m = error_of([&] { ckpt.inspect_moe_layer(1); });
-  EXPECT_CONTAINS(m, "invalid shape of tensor 'model.layers.1.mlp.experts.0.up_proj.weight_scale_inv'");
-  EXPECT_CONTAINS(m, "expected [1, 2] (128x128 blocks of moe_intermediate_size 128 x hidden_size 256");
+  EXPECT_CONTAINS(
+      m, "invalid shape of tensor 'model.layers.1.mlp.experts.0.up_proj.weight_scale_inv'");
+  EXPECT_CONTAINS(m,
+                  "expected [1, 2] (128x128 blocks of moe_intermediate_size 128 x hidden_size 256");
 }
 
 TEST(HfCheckpointBad, UnsupportedExpertDtype) {
@@ -188,7 +194,8 @@ TEST(HfCheckpointBad, UnsupportedExpertDtype) {
   });
   const HfCheckpoint ckpt(dir.path());
   const std::string m = error_of([&] { ckpt.inspect_moe_layer(0); });
-  EXPECT_CONTAINS(m, "unsupported dtype of tensor 'model.layers.0.block_sparse_moe.experts.1.w2.weight'");
+  EXPECT_CONTAINS(
+      m, "unsupported dtype of tensor 'model.layers.0.block_sparse_moe.experts.1.w2.weight'");
   EXPECT_CONTAINS(m, "expected BF16, F16 or F32, got F64");
 }
 
@@ -207,7 +214,9 @@ TEST(HfCheckpointBad, UnsupportedRouterDtype) {
 TEST(HfCheckpointBad, ExpertsOfMixedDtypes) {
   TempDir dir;
   Fixture f = test::write_fixture(dir.path(), test::qwen3_moe_options());
-  rewrite_single_file(f, [](auto& t) { t.at("model.layers.0.mlp.experts.2.gate_proj.weight").dtype = StDType::kF16; });
+  rewrite_single_file(f, [](auto& t) {
+    t.at("model.layers.0.mlp.experts.2.gate_proj.weight").dtype = StDType::kF16;
+  });
   const HfCheckpoint ckpt(dir.path());
   const std::string m = error_of([&] { ckpt.inspect_moe_layer(0); });
   EXPECT_CONTAINS(m, "invalid dtype of tensor 'model.layers.0.mlp.experts.2.gate_proj.weight'");
@@ -260,7 +269,8 @@ TEST(HfCheckpointBad, IndexShardOutsideTheDirectory) {
   std::ofstream(dir / "model.safetensors.index.json")
       << R"({"weight_map": {"model.layers.1.mlp.gate.weight": "../secret.safetensors"}})";
   const std::string m = error_of([&] { HfCheckpoint ckpt(dir.path()); });
-  EXPECT_CONTAINS(m, "weight_map entry 'model.layers.1.mlp.gate.weight' names \"../secret.safetensors\"");
+  EXPECT_CONTAINS(
+      m, "weight_map entry 'model.layers.1.mlp.gate.weight' names \"../secret.safetensors\"");
 }
 
 TEST(HfCheckpointBad, MalformedIndex) {

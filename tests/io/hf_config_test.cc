@@ -1,9 +1,10 @@
 // config.json of each family, as the published checkpoints spell it, read into MoeConfig.
+#include "io/hf_config.h"
+
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
 
-#include "io/hf_config.h"
 #include "moerun/errors.h"
 
 namespace moerun::io {
@@ -145,8 +146,9 @@ TEST(HfConfigBad, MissingField) {
   std::string text = kMixtral;
   text.replace(text.find("\"num_local_experts\": 8, "), 24, "");
   const std::string m = error_of(text);
-  EXPECT_NE(m.find("num_local_experts in /ckpt/config.json: expected an integer, got no such field"),
-            std::string::npos)
+  EXPECT_NE(
+      m.find("num_local_experts in /ckpt/config.json: expected an integer, got no such field"),
+      std::string::npos)
       << m;
 }
 

@@ -1,5 +1,7 @@
 // Loading MoE layers: the loaded weights equal the checkpoint's tensors packed by hand, bit for
 // bit, in every family and dtype; zero-copy where the file allows; EP slices; FP8 on load.
+#include "io/hf_loader.h"
+
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -7,7 +9,6 @@
 #include "core/metrics.h"
 #include "cpu/quant.h"
 #include "fixture.h"
-#include "io/hf_loader.h"
 #include "moerun/errors.h"
 
 namespace moerun::io {
@@ -60,7 +61,8 @@ TEST_P(LoadFamily, EqualsTheCheckpointPackedByHand) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, LoadFamily,
-                         ::testing::Values(Case{"DeepseekV3Fp8Sharded", test::deepseek_v3_options, 2},
+                         ::testing::Values(Case{"DeepseekV3Fp8Sharded", test::deepseek_v3_options,
+                                                2},
                                            Case{"Qwen3MoeBf16", test::qwen3_moe_options, 1},
                                            Case{"MixtralBf16", test::mixtral_options, 0}),
                          [](const auto& param_info) { return std::string(param_info.param.name); });
@@ -86,7 +88,8 @@ TEST(Load, Fp8ScaleInvMapsOntoW13ScaleRows) {
   const HostTensor w13 = cpu::dequantize_weights_fp8(loaded.w13.view(), loaded.w13_scale.view());
   const auto& up = f.tensors.at(e3 + "up_proj.weight");
   const std::int64_t row = 200, col = 130;  // up row 200 is w13 row 456: block (3, 1)
-  const float code = fp8e4m3_to_float(fp8e4m3{std::to_integer<std::uint8_t>(up.bytes[row * 256 + col])});
+  const float code =
+      fp8e4m3_to_float(fp8e4m3{std::to_integer<std::uint8_t>(up.bytes[row * 256 + col])});
   const float scale = stored(e3 + "up_proj.weight_scale_inv", 1 * 2 + 1);
   EXPECT_EQ(bf16_to_float(w13.data<bf16>()[(3 * 512 + 256 + row) * 256 + col]),
             round_to_bf16(code * scale));

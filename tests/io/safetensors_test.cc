@@ -1,11 +1,12 @@
 // The safetensors reader and writer: round trips, zero-copy views, and every bad-file case
 // rejected with a message that names the file, the tensor and the problem.
+#include "io/safetensors.h"
+
 #include <gtest/gtest.h>
 
 #include <cstring>
 
 #include "fixture.h"
-#include "io/safetensors.h"
 #include "moerun/errors.h"
 
 namespace moerun::io {
@@ -99,7 +100,8 @@ TEST(Safetensors, MissingTensorNamesFileAndTensor) {
 void expect_rejected(const std::filesystem::path& path, const std::string& problem) {
   const std::string message = error_of([&] { SafetensorsFile file(path); });
   EXPECT_NE(message.find(path.string()), std::string::npos) << message;
-  EXPECT_NE(message.find(problem), std::string::npos) << "expected '" << problem << "' in: " << message;
+  EXPECT_NE(message.find(problem), std::string::npos)
+      << "expected '" << problem << "' in: " << message;
 }
 
 TEST(SafetensorsBadFile, EmptyFileIsTruncated) {
@@ -138,8 +140,9 @@ TEST(SafetensorsBadFile, TruncatedDataBuffer) {
   auto bytes = test::read_bytes(path);
   bytes.resize(bytes.size() - 4);
   test::write_bytes(path, bytes);
-  expect_rejected(path, "tensor 'w': data_offsets [0, 16] out of range: the data buffer has 12 "
-                        "bytes (truncated file?)");
+  expect_rejected(path,
+                  "tensor 'w': data_offsets [0, 16] out of range: the data buffer has 12 "
+                  "bytes (truncated file?)");
 }
 
 TEST(SafetensorsBadFile, MalformedJson) {
@@ -184,16 +187,16 @@ TEST(SafetensorsBadFile, OffsetsOutOfRange) {
 TEST(SafetensorsBadFile, OffsetsEndBeforeBegin) {
   TempDir dir;
   const auto path = dir / "f.safetensors";
-  test::write_raw_safetensors(path, R"({"w": {"dtype": "U8", "shape": [0], "data_offsets": [4, 2]}})",
-                              8);
+  test::write_raw_safetensors(path,
+                              R"({"w": {"dtype": "U8", "shape": [0], "data_offsets": [4, 2]}})", 8);
   expect_rejected(path, "tensor 'w': data_offsets [4, 2] end before begin");
 }
 
 TEST(SafetensorsBadFile, SizeDisagreesWithShape) {
   TempDir dir;
   const auto path = dir / "f.safetensors";
-  test::write_raw_safetensors(path, R"({"w": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}})",
-                              8);
+  test::write_raw_safetensors(
+      path, R"({"w": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}})", 8);
   expect_rejected(path, "tensor 'w': data_offsets [0, 8] hold 8 bytes, but [3] F32 needs 12");
 }
 
@@ -201,24 +204,24 @@ TEST(SafetensorsBadFile, ShapeOverflow) {
   TempDir dir;
   const auto path = dir / "f.safetensors";
   test::write_raw_safetensors(
-      path,
-      R"({"w": {"dtype": "F64", "shape": [4294967296, 4294967296], "data_offsets": [0, 0]}})", 0);
+      path, R"({"w": {"dtype": "F64", "shape": [4294967296, 4294967296], "data_offsets": [0, 0]}})",
+      0);
   expect_rejected(path, "tensor 'w': shape [4294967296,4294967296] overflows 64 bits");
 }
 
 TEST(SafetensorsBadFile, NegativeExtent) {
   TempDir dir;
   const auto path = dir / "f.safetensors";
-  test::write_raw_safetensors(path, R"({"w": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 0]}})",
-                              0);
+  test::write_raw_safetensors(
+      path, R"({"w": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 0]}})", 0);
   expect_rejected(path, "tensor 'w': shape [-1] has an entry that is not a size");
 }
 
 TEST(SafetensorsBadFile, UnsupportedDtype) {
   TempDir dir;
   const auto path = dir / "f.safetensors";
-  test::write_raw_safetensors(path, R"({"w": {"dtype": "F4", "shape": [2], "data_offsets": [0, 1]}})",
-                              1);
+  test::write_raw_safetensors(path,
+                              R"({"w": {"dtype": "F4", "shape": [2], "data_offsets": [0, 1]}})", 1);
   expect_rejected(path, "tensor 'w': unsupported dtype 'F4'");
 }
 
@@ -240,8 +243,9 @@ TEST(SafetensorsBadFile, NotAFile) {
 TEST(SafetensorsWriter, RejectsBytesThatDisagreeWithShape) {
   TempDir dir;
   const auto bytes = iota_bytes(6);
-  const std::string message = error_of(
-      [&] { write_safetensors(dir / "w.safetensors", {{"w", StDType::kF32, {2}, bytes}}); });
+  const std::string message = error_of([&] {
+    write_safetensors(dir / "w.safetensors", {{"w", StDType::kF32, {2}, bytes}});
+  });
   EXPECT_NE(message.find("bytes of tensor 'w'"), std::string::npos) << message;
 }
 

@@ -96,6 +96,8 @@ struct Case {
   int layer;
   StDType input_dtype;
 };
+// Test names print the case, not its bytes.
+void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
 
 class RunModel : public ::testing::TestWithParam<Case> {};
 

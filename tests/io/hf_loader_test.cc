@@ -47,6 +47,8 @@ struct Case {
   test::FixtureOptions (*options)();
   int layer;
 };
+// Test names print the case, not its bytes.
+void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
 
 class LoadFamily : public ::testing::TestWithParam<Case> {};
 

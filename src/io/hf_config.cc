@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "io/json_brief.h"
 #include "moerun/errors.h"
 
 namespace moerun::io {
@@ -52,7 +53,7 @@ class Fields {
     return v.get<std::string>();
   }
   [[noreturn]] void wrong(const char* key, const std::string& expected, const json& v) const {
-    throw InvalidArgument(std::string(key) + " in " + source_, expected, v.dump());
+    throw InvalidArgument(std::string(key) + " in " + source_, expected, json_brief(v));
   }
 
  private:
@@ -71,7 +72,7 @@ void parse_quantization(const json& j, HfConfig& c) {
   if (!j.contains("quantization_config") || j.at("quantization_config").is_null()) return;
   const json& q = j.at("quantization_config");
   const std::string field = "quantization_config in " + c.source;
-  check_arg(q.is_object(), field, "an object", q.dump());
+  check_arg(q.is_object(), field, "an object", json_brief(q));
   const Fields f(q, c.source);
   const std::string method = f.string_or("quant_method", "");
   check_arg(method == "fp8", "quantization_config.quant_method in " + c.source,
@@ -80,7 +81,8 @@ void parse_quantization(const json& j, HfConfig& c) {
   check_arg(fmt == "e4m3", "quantization_config.fmt in " + c.source, "\"e4m3\"", fmt);
   const json block = q.value("weight_block_size", json());
   check_arg(block == json::array({128, 128}),
-            "quantization_config.weight_block_size in " + c.source, "[128, 128]", block.dump());
+            "quantization_config.weight_block_size in " + c.source, "[128, 128]",
+            json_brief(block));
   c.fp8_block_scaled = true;
 }
 

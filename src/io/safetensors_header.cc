@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "io/json_brief.h"
 #include "io/safetensors.h"
 #include "moerun/errors.h"
 
@@ -95,17 +96,18 @@ TensorInfo parse_tensor(const std::string& name, const nlohmann::json& value,
   std::uint64_t numel = 1;
   for (const auto& extent : *shape_it) {
     if (!extent.is_number_unsigned()) {
-      fail_tensor(file, name, "shape " + shape_it->dump() + " has an entry that is not a size");
+      fail_tensor(file, name,
+                  "shape " + json_brief(*shape_it) + " has an entry that is not a size");
     }
     const auto n = extent.get<std::uint64_t>();
     if (n > static_cast<std::uint64_t>(INT64_MAX) || __builtin_mul_overflow(numel, n, &numel)) {
-      fail_tensor(file, name, "shape " + shape_it->dump() + " overflows 64 bits");
+      fail_tensor(file, name, "shape " + json_brief(*shape_it) + " overflows 64 bits");
     }
     t.shape.push_back(static_cast<std::int64_t>(n));
   }
   std::uint64_t nbytes = 0;
   if (__builtin_mul_overflow(numel, entry(t.dtype).size, &nbytes)) {
-    fail_tensor(file, name, "shape " + shape_it->dump() + " overflows 64 bits");
+    fail_tensor(file, name, "shape " + json_brief(*shape_it) + " overflows 64 bits");
   }
 
   const auto offsets_it = value.find("data_offsets");

@@ -5,6 +5,7 @@
 #include <set>
 #include <sstream>
 
+#include "io/json_brief.h"
 #include "moerun/errors.h"
 
 namespace moerun::io {
@@ -44,7 +45,7 @@ TensorStore::TensorStore(const std::filesystem::path& dir) : dir_(dir) {
     }
     for (const auto& [name, file] : j.at("weight_map").items()) {
       if (!file.is_string() || !plain_file_name(file.get<std::string>())) {
-        throw Error(index + ": weight_map entry '" + name + "' names " + file.dump() +
+        throw Error(index + ": weight_map entry '" + name + "' names " + json_brief(file) +
                     ", not a file in " + dir.string());
       }
       weight_map_.emplace(name, file.get<std::string>());

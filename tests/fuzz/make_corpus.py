@@ -57,6 +57,8 @@ SEEDS = {
     "size_mismatch": raw('{"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}', bytes(8)),
     "shape_overflow": raw('{"w":{"dtype":"F64","shape":[4294967296,4294967296],'
                           '"data_offsets":[0,0]}}'),
+    "nested_shape": raw('{"w":{"dtype":"F32","shape":' + "[" * 64 + "]" * 64 +
+                        ',"data_offsets":[0,0]}}'),
     "unknown_dtype": raw('{"w":{"dtype":"F4","shape":[2],"data_offsets":[0,1]}}', bytes(1)),
 }
 

@@ -217,6 +217,18 @@ TEST(SafetensorsBadFile, NegativeExtent) {
   expect_rejected(path, "tensor 'w': shape [-1] has an entry that is not a size");
 }
 
+TEST(SafetensorsBadFile, DeeplyNestedShapeDoesNotRecurse) {
+  // 4 MB of brackets: parsing, the message and the cleanup must not recurse per level.
+  TempDir dir;
+  const auto path = dir / "f.safetensors";
+  const std::size_t depth = 2'000'000;
+  test::write_raw_safetensors(path,
+                              R"({"w": {"dtype": "F32", "shape": )" + std::string(depth, '[') +
+                                  std::string(depth, ']') + R"(, "data_offsets": [0, 0]}})",
+                              0);
+  expect_rejected(path, "tensor 'w': shape [<array>] has an entry that is not a size");
+}
+
 TEST(SafetensorsBadFile, UnsupportedDtype) {
   TempDir dir;
   const auto path = dir / "f.safetensors";

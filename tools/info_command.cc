@@ -140,10 +140,29 @@ int info_command(const InfoArgs& args) {
   j["n_shared_experts"] = c.n_shared_experts;
   j["sharded"] = checkpoint.store().sharded();
   j["files"] = files;
+  // Every MoE layer's tensors are checked against these shapes (from config.json) below.
+  const std::int64_t e = c.num_experts, h = c.hidden_size, inter = c.moe_intermediate_size;
+  const auto blocks = [](std::int64_t n) { return (n + kQuantGroup - 1) / kQuantGroup; };
+  j["shapes"] = {{"router", {e, h}}, {"gate_up", {inter, h}}, {"down", {h, inter}}};
+  if (c.family == io::ModelFamily::kDeepseekV3) j["shapes"]["correction_bias"] = {e};
+  if (c.fp8_block_scaled) {
+    j["shapes"]["gate_up_scale_inv"] = {blocks(inter), blocks(h)};
+    j["shapes"]["down_scale_inv"] = {blocks(h), blocks(inter)};
+  }
   if (!args.json) {
     std::printf("moerun info %s\n", args.model.c_str());
     std::printf("  model_type  %s\n", std::string(io::model_type_name(c.family)).c_str());
     std::printf("  moe         %s\n", describe(c.moe_config()).c_str());
+    std::printf(
+        "  shapes      router [%lld, %lld]; per expert gate, up [%lld, %lld], down [%lld, %lld]",
+        static_cast<long long>(e), static_cast<long long>(h), static_cast<long long>(inter),
+        static_cast<long long>(h), static_cast<long long>(h), static_cast<long long>(inter));
+    if (c.fp8_block_scaled) {
+      std::printf("; weight_scale_inv [%lld, %lld], [%lld, %lld]",
+                  static_cast<long long>(blocks(inter)), static_cast<long long>(blocks(h)),
+                  static_cast<long long>(blocks(h)), static_cast<long long>(blocks(inter)));
+    }
+    std::printf("\n");
     std::printf("  shared      %s\n", shared.c_str());
     std::printf("  files       %zu%s\n", files.size(),
                 checkpoint.store().sharded() ? " shards (model.safetensors.index.json)" : "");

@@ -243,6 +243,10 @@ TEST(Info, ListsMoeAndDenseLayersWithDtypesAndBytes) {
   const auto j = nlohmann::json::parse(r.output);
   EXPECT_EQ(j.at("model_type"), "deepseek_v3");
   EXPECT_EQ(j.at("n_shared_experts"), 1);
+  EXPECT_EQ(j.at("shapes").at("router"), nlohmann::json::array({16, 256}));
+  EXPECT_EQ(j.at("shapes").at("gate_up"), nlohmann::json::array({128, 256}));
+  EXPECT_EQ(j.at("shapes").at("down"), nlohmann::json::array({256, 128}));
+  EXPECT_EQ(j.at("shapes").at("down_scale_inv"), nlohmann::json::array({2, 1}));
   ASSERT_EQ(j.at("layers").size(), 3u);
   EXPECT_EQ(j.at("layers")[0].at("kind"), "dense");
   EXPECT_EQ(j.at("layers")[0].at("reason"), "first_k_dense_replace = 1");

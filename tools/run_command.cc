@@ -30,8 +30,10 @@ void add_run_command(CLI::App& app, RunArgs& args) {
       "Exit code 0: error within tolerance; 1: above it; 2: bad arguments or a failure.");
   std::string models;
   for (const auto& n : model_preset_names()) models += (models.empty() ? "" : ", ") + n;
-  run->add_option("--model", args.model, "Layer shape: " + models)
-      ->check(CLI::IsMember(model_preset_names()))
+  run->add_option("--model", args.model,
+                  "Layer shape: " + models +
+                      "; or a Hugging Face checkpoint directory (config.json + safetensors)")
+      ->check(model_validator())
       ->capture_default_str();
   run->add_option("--tokens", args.tokens, "Tokens in the batch (T)")
       ->check(CLI::Range(std::int64_t{0}, std::int64_t{1} << 24))
@@ -54,6 +56,7 @@ void add_run_command(CLI::App& app, RunArgs& args) {
       ->check(CLI::Range(1, 1000))
       ->capture_default_str();
   run->add_flag("--json", args.json, "Print one JSON object instead of text");
+  add_checkpoint_run_options(*run, args.checkpoint);
 }
 
 namespace {
@@ -78,6 +81,9 @@ double median(std::vector<double> v) {
 }  // namespace
 
 int run_command(const RunArgs& args) {
+  if (is_checkpoint_dir(args.model)) return run_checkpoint(args);
+  check_arg(!args.checkpoint.any_set(), "options", "--layer/--input/--output/--ep-rank/"
+            "--save-routing/--quantize/--check only with --model DIR", "a preset model");
   MoeConfig config = model_preset(args.model);
   config.ep_size = args.ep_size;
   config.validate();

@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <string>
 
+#include "checkpoint_run.h"
+
 namespace CLI {
 class App;
 }
@@ -19,6 +21,7 @@ struct RunArgs {
   std::uint64_t seed = 0;
   int repeat = 1;
   bool json = false;
+  CheckpointRunArgs checkpoint;  // --model DIR only
 };
 
 void add_run_command(CLI::App& app, RunArgs& args);

@@ -1,0 +1,92 @@
+// Small checkpoints in each family's real layout (config.json, tensor names, dtypes, shards),
+// written with moerun's safetensors writer into a temporary directory.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "io/hf_config.h"
+#include "io/safetensors.h"
+#include "moerun/host_tensor.h"
+#include "moerun/weights.h"
+
+namespace moerun::test {
+
+// A directory under the system temp dir, removed with its contents when the object dies.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+  std::filesystem::path operator/(const std::string& name) const { return path_ / name; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+struct FixtureOptions {
+  io::ModelFamily family = io::ModelFamily::kQwen3Moe;
+  int num_layers = 2;
+  int dense_layers = 0;  // DeepSeek: first_k_dense_replace; Qwen3: the first ones, mlp_only_layers
+  std::int64_t hidden = 256;
+  std::int64_t inter = 128;
+  int experts = 8;
+  int top_k = 2;
+  int groups = 1, topk_groups = 1;  // DeepSeek only
+  float routed_scaling_factor = 1.0f;
+  io::StDType expert_dtype = io::StDType::kBF16;  // F8_E4M3 adds weight_scale_inv
+  io::StDType router_dtype = io::StDType::kBF16;
+  int shards = 1;                  // > 1: model-0000k-of-0000n.safetensors + index
+  bool down_back_to_back = false;  // each layer's down projections adjacent, in expert order
+  std::uint64_t seed = 1;
+};
+
+// A preset per family, shaped like the real model but small.
+FixtureOptions deepseek_v3_options();  // FP8 + weight_scale_inv, grouped routing, 2 shards
+FixtureOptions qwen3_moe_options();    // BF16, softmax top-k
+FixtureOptions mixtral_options();      // BF16, block_sparse_moe names
+
+struct StoredBytes {
+  io::StDType dtype;
+  std::vector<std::int64_t> shape;
+  std::vector<std::byte> bytes;
+};
+
+struct Fixture {
+  std::filesystem::path dir;
+  FixtureOptions options;
+  nlohmann::json config;
+  std::map<std::string, StoredBytes> tensors;  // every tensor written, by name
+};
+
+Fixture write_fixture(const std::filesystem::path& dir, const FixtureOptions& options);
+void write_config(const Fixture& fixture);  // rewrites config.json from fixture.config
+
+// The layer's experts [first, first + count) packed by the test itself (not by the loader):
+// w13 = [gate; up] rows, F16/F32 rounded to bf16, FP8 with weight_scale_inv as block scales.
+struct ReferenceLayer {
+  HostTensor w13, w13_scale, w2, w2_scale, correction_bias, router_weight;  // router [E, H] f32
+  MoeWeights weights() const;
+};
+ReferenceLayer reference_layer(const Fixture& fixture, int layer, int first = 0, int count = -1);
+
+// A [T, H] hidden-states file, values from `seed`, in `dtype` (BF16, F16 or F32); returns the
+// bf16 values the layer sees.
+HostTensor write_hidden_states(const std::filesystem::path& path, std::int64_t tokens,
+                               std::int64_t hidden, io::StDType dtype, std::uint64_t seed,
+                               const std::string& name = "x");
+
+// Raw file helpers for the bad-file tests.
+std::vector<std::byte> read_bytes(const std::filesystem::path& path);
+void write_bytes(const std::filesystem::path& path, const std::vector<std::byte>& bytes);
+// A safetensors file made of this header text and `data_size` zero bytes of buffer.
+void write_raw_safetensors(const std::filesystem::path& path, const std::string& header,
+                           std::size_t data_size);
+
+}  // namespace moerun::test

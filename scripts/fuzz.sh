@@ -13,6 +13,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${FUZZ_BUILD_DIR:-$root/build/fuzz}"
 seconds="${FUZZ_SECONDS:-60}"
+bash "$root/scripts/setup.sh" clang libclang-rt-14-dev
 cxx="${FUZZ_CXX:-$(command -v clang++ || command -v clang++-14 || true)}"
 if [[ -z "$cxx" ]]; then
   echo "fuzz.sh: clang++ not found (apt-get install clang libclang-rt-14-dev)" >&2

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the build needs and is missing (Debian packages); does nothing when all is there.
+# Extra package names given as arguments are installed too (scripts/fuzz.sh adds clang's).
 # The CUDA toolkit is optional: with nvcc on PATH (or in /usr/local/cuda) the CUDA backend builds.
 set -euo pipefail
 
-packages=(cmake ninja-build g++ libgtest-dev nlohmann-json3-dev libcli11-dev)
+packages=(cmake ninja-build g++ libgtest-dev nlohmann-json3-dev libcli11-dev "$@")
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -9,6 +9,7 @@
 #include <optional>
 #include <vector>
 
+#include "cli_options.h"
 #include "core/metrics.h"
 #include "core/synthetic.h"
 #include "core/tolerances.h"
@@ -81,18 +82,6 @@ void add_checkpoint_run_options(CLI::App& run, CheckpointRunArgs& args) {
 }
 
 namespace {
-
-LayoutChoice parse_layout(const std::string& s) {
-  if (s == "masked") return LayoutChoice::kMasked;
-  if (s == "contiguous") return LayoutChoice::kContiguous;
-  return LayoutChoice::kAuto;
-}
-
-Backend parse_backend(const std::string& s) {
-  if (s == "cpu") return Backend::kCpu;
-  if (s == "cuda") return Backend::kCuda;
-  return Backend::kAuto;
-}
 
 // Runs the layer once: one rank's f32 partial (`ranks` holds that rank only and ep_rank mode is
 // on), or every rank with the partials summed in rank order and rounded once (standard EP).

@@ -8,6 +8,7 @@
 #include <optional>
 #include <vector>
 
+#include "cli_options.h"
 #include "core/metrics.h"
 #include "core/parallel.h"
 #include "core/synthetic.h"
@@ -61,18 +62,6 @@ void add_run_command(CLI::App& app, RunArgs& args) {
 
 namespace {
 
-LayoutChoice parse_layout(const std::string& s) {
-  if (s == "masked") return LayoutChoice::kMasked;
-  if (s == "contiguous") return LayoutChoice::kContiguous;
-  return LayoutChoice::kAuto;
-}
-
-Backend parse_backend(const std::string& s) {
-  if (s == "cpu") return Backend::kCpu;
-  if (s == "cuda") return Backend::kCuda;
-  return Backend::kAuto;
-}
-
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
@@ -82,8 +71,10 @@ double median(std::vector<double> v) {
 
 int run_command(const RunArgs& args) {
   if (is_checkpoint_dir(args.model)) return run_checkpoint(args);
-  check_arg(!args.checkpoint.any_set(), "options", "--layer/--input/--output/--ep-rank/"
-            "--save-routing/--quantize/--check only with --model DIR", "a preset model");
+  check_arg(!args.checkpoint.any_set(), "options",
+            "--layer/--input/--output/--ep-rank/"
+            "--save-routing/--quantize/--check only with --model DIR",
+            "a preset model");
   MoeConfig config = model_preset(args.model);
   config.ep_size = args.ep_size;
   config.validate();

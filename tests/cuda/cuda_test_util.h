@@ -62,9 +62,7 @@ class DeviceTensor {
   static DeviceTensor from_host(const TensorView& host) {
     if (!host.defined()) return {};
     DeviceTensor t(host.dtype(), host.shape());
-    if (t.bytes_ > 0) {
-      MOERUN_CUDA_CHECK(cudaMemcpy(t.data_, host.data(), t.bytes_, cudaMemcpyHostToDevice));
-    }
+    if (t.bytes_ > 0) t.copy_from(host);
     return t;
   }
   // Waits for all device work, then copies back.
@@ -74,11 +72,15 @@ class DeviceTensor {
     if (bytes_ > 0) MOERUN_CUDA_CHECK(cudaMemcpy(h.view().data(), data_, bytes_, cudaMemcpyDeviceToHost));
     return h;
   }
+  // Copies and poisoning run on the legacy default stream; the synchronization makes them
+  // complete before work on any other stream (a graph replay, say) can read the buffer.
   void copy_from(const TensorView& host) {
     MOERUN_CUDA_CHECK(cudaMemcpy(data_, host.data(), bytes_, cudaMemcpyHostToDevice));
+    MOERUN_CUDA_CHECK(cudaDeviceSynchronize());
   }
   void poison() {
     if (bytes_ > 0) MOERUN_CUDA_CHECK(cudaMemset(data_, kPoison, bytes_));
+    MOERUN_CUDA_CHECK(cudaDeviceSynchronize());
   }
   const TensorView& view() const { return view_; }
   // The same memory seen with another shape (same element count or fewer).

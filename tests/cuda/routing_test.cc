@@ -110,7 +110,9 @@ TEST(CudaDispatch, MapsToLocalIncludingExpertZero) {
       cuda::map_to_local(d_ids.view(), kExperts, 4, ep_rank, local.view(), nullptr);
       const HostTensor got = local.to_host();
       EXPECT_EQ(std::memcmp(got.view().data(), expected.view().data(), got.nbytes()), 0);
-      if (ep_rank == 1) EXPECT_EQ(got.data<int>()[0], 0);
+      if (ep_rank == 1) {
+        EXPECT_EQ(got.data<int>()[0], 0);
+      }
     }
   }
 }

@@ -214,7 +214,7 @@ TEST(CudaLayer, AwkwardRouting) {
 
 TEST(CudaLayer, OptionsAndLimits) {
   MOERUN_REQUIRE_GPU();
-  const Model m = models()[1];
+  const Model m = models()[0];
   const HostMoeWeights host = random_weights(m.config, m.config.num_experts, 1);
   const DeviceWeights device(host.view());
   LayerOptions options;
@@ -223,19 +223,26 @@ TEST(CudaLayer, OptionsAndLimits) {
   options.max_tokens = 1000;
   Layer layer(m.config, device.view(), options);
   EXPECT_EQ(layer.layout_for(1), Layout::kMasked);
+  EXPECT_EQ(layer.layout_for(128), Layout::kMasked);
   EXPECT_EQ(layer.layout_for(129), Layout::kContiguous);
-  const std::size_t full = layer.workspace_bytes();
-  // A budget below the auto plan drops the masked layout; one below anything is rejected.
-  const std::size_t contiguous_only =
-      cuda::plan_workspace(m.config, {Backend::kCuda, LayoutChoice::kContiguous, 1000, false, 0})
-          .bytes;
+  // For a few tokens the masked layout's E_l x 128 rows outweigh the contiguous capacity: a budget
+  // below the auto plan drops the masked layout; a budget below anything is rejected.
+  LayerOptions small = options;
+  small.max_tokens = 4;
+  const std::size_t full = Layer(m.config, device.view(), small).workspace_bytes();
+  LayerOptions contiguous = small;
+  contiguous.layout = LayoutChoice::kContiguous;
+  const std::size_t contiguous_only = cuda::plan_workspace(m.config, contiguous).bytes;
   ASSERT_LT(contiguous_only, full);
-  options.workspace_limit_bytes = contiguous_only;
-  Layer budget(m.config, device.view(), options);
+  small.workspace_limit_bytes = contiguous_only;
+  Layer budget(m.config, device.view(), small);
   EXPECT_EQ(budget.layout_for(1), Layout::kContiguous);
   EXPECT_EQ(budget.workspace_bytes(), contiguous_only);
-  options.workspace_limit_bytes = 1024;
-  EXPECT_THROW(Layer(m.config, device.view(), options), InvalidArgument);
+  small.workspace_limit_bytes = 1024;
+  EXPECT_THROW(Layer(m.config, device.view(), small), InvalidArgument);
+  small.layout = LayoutChoice::kMasked;
+  small.workspace_limit_bytes = contiguous_only;
+  EXPECT_THROW(Layer(m.config, device.view(), small), InvalidArgument) << "masked over budget";
   // T = 0 is a no-op; T > max_tokens is rejected.
   DeviceTensor hidden0(DType::kBF16, {0, m.config.hidden_size}), out0(DType::kBF16, {0, m.config.hidden_size});
   DeviceTensor logits0(DType::kF32, {0, m.config.num_experts});

@@ -142,6 +142,9 @@ __global__ void __launch_bounds__(kChunk) permute_positions_kernel(PositionsPara
       base += total;
     }
     if (blockIdx.x == 0 && threadIdx.x == 0 && p.m_sum != nullptr) *p.m_sum = base;
+    // start[] is read below by every thread (blocks past the chunks skip the slot section and
+    // its barriers; racecheck caught the missing one).
+    __syncthreads();
   }
 
   if (static_cast<int>(blockIdx.x) < p.chunks) {

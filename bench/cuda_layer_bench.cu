@@ -5,8 +5,9 @@
 //
 // Usage: cuda_layer_bench [model ...]   (default: deepseek-v3 qwen3-30b-a3b mixtral-8x7b)
 // Environment: BENCH_REPEAT (timed replays, default 20); BENCH_CASES, a comma list of
-// tokens:layout (auto|masked|contiguous), default "1:auto,128:masked,128:contiguous,4096:contiguous".
-// Per-kernel times: run one case under `ncu --clock-control none` (scripts/bench-device.sh).
+// tokens:layout (auto|masked|contiguous), default
+// "1:auto,128:masked,128:contiguous,4096:contiguous". Per-kernel times: run one case under `ncu
+// --clock-control none` (scripts/bench-device.sh).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -35,7 +36,8 @@ __device__ unsigned long long mix(unsigned long long x) {
 
 // kind 0: e4m3 codes (no NaN); 1: bf16 uniform in [-scale, scale]; 2: f32 uniform in
 // [scale / 2, scale] (FP8 block scales).
-__global__ void fill_kernel(void* data, long long n, unsigned long long seed, int kind, float scale) {
+__global__ void fill_kernel(void* data, long long n, unsigned long long seed, int kind,
+                            float scale) {
   for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<long long>(gridDim.x) * blockDim.x) {
     const unsigned long long h = mix(seed ^ mix(static_cast<unsigned long long>(i)));
@@ -95,7 +97,8 @@ void run_case(const std::string& model, std::int64_t tokens, LayoutChoice choice
   hidden.fill(6, 1, 2.0f);
   const HostTensor logits = random_router_logits(tokens, e, 7);
   Buffer d_logits(DType::kF32, {tokens, e});
-  MOERUN_CUDA_CHECK(cudaMemcpy(d_logits.p, logits.view().data(), logits.nbytes(), cudaMemcpyHostToDevice));
+  MOERUN_CUDA_CHECK(
+      cudaMemcpy(d_logits.p, logits.view().data(), logits.nbytes(), cudaMemcpyHostToDevice));
   // Experts the routing touches (bias ignored: close enough for byte accounting).
   const cpu::TopK routing = cpu::route(c.routing, e, logits.view());
   std::vector<char> touched(static_cast<std::size_t>(e), 0);
@@ -136,11 +139,12 @@ void run_case(const std::string& model, std::int64_t tokens, LayoutChoice choice
   const double s = ms[ms.size() / 2] * 1e-3;
   const double flops = 6.0 * static_cast<double>(tokens * c.top_k()) * h * inter;
   const double weight_bytes = used * 3.0 * h * inter * dtype_size(c.weight_dtype);
-  std::printf("%-14s T %5lld %-10s %9.1f us %7.1f TFLOP/s %7.0f GB/s(weights) %10.0f tok/s  ws %.2f GB\n",
-              model.c_str(), static_cast<long long>(tokens),
-              std::string(layout_name(layer.layout_for(tokens))).c_str(), s * 1e6, flops / s * 1e-12,
-              weight_bytes / s * 1e-9, static_cast<double>(tokens) / s,
-              static_cast<double>(layer.workspace_bytes()) * 1e-9);
+  std::printf(
+      "%-14s T %5lld %-10s %9.1f us %7.1f TFLOP/s %7.0f GB/s(weights) %10.0f tok/s  ws %.2f GB\n",
+      model.c_str(), static_cast<long long>(tokens),
+      std::string(layout_name(layer.layout_for(tokens))).c_str(), s * 1e6, flops / s * 1e-12,
+      weight_bytes / s * 1e-9, static_cast<double>(tokens) / s,
+      static_cast<double>(layer.workspace_bytes()) * 1e-9);
   MOERUN_CUDA_CHECK(cudaGraphExecDestroy(exec));
   MOERUN_CUDA_CHECK(cudaGraphDestroy(graph));
   MOERUN_CUDA_CHECK(cudaStreamDestroy(stream));

@@ -79,9 +79,9 @@ struct ActParams {
   float* out_scale;              // FP8: [rows, I / 128]
   long long rows;
   int inter;
-  const int* masked_m;  // masked
-  long long m_max;      // masked; 0 = contiguous
-  const int* m_indices; // contiguous
+  const int* masked_m;   // masked
+  long long m_max;       // masked; 0 = contiguous
+  const int* m_indices;  // contiguous
 };
 
 constexpr int kThreads = 128;
@@ -168,8 +168,7 @@ void silu_and_mul(const TensorView& gate_up, const RowSet& rows, const TensorVie
   if (rows.layout == Layout::kMasked) {
     check_arg(rows.m_max > 0 && n_rows % rows.m_max == 0, "m_max",
               "a positive divisor of the rows (" + std::to_string(n_rows) + ")", rows.m_max);
-    check_tensor(rows.masked_m, "masked_m", DType::kI32, {n_rows / rows.m_max},
-                 DeviceType::kCuda);
+    check_tensor(rows.masked_m, "masked_m", DType::kI32, {n_rows / rows.m_max}, DeviceType::kCuda);
     p.masked_m = rows.masked_m.data_as<const int>();
     p.m_max = rows.m_max;
   } else {
@@ -185,8 +184,9 @@ void silu_and_mul(const TensorView& gate_up, const RowSet& rows, const TensorVie
   const auto column_blocks = static_cast<unsigned>(ceil_div<std::int64_t>(inter, kColumns));
   // Enough blocks to fill the machine a few times over; each walks rows with stride gridDim.y.
   const std::int64_t target_blocks = std::int64_t{16} * multiprocessors();
-  const auto row_blocks = static_cast<unsigned>(std::clamp<std::int64_t>(
-      ceil_div<std::int64_t>(target_blocks, column_blocks), 1, std::min<std::int64_t>(n_rows, 65535)));
+  const auto row_blocks = static_cast<unsigned>(
+      std::clamp<std::int64_t>(ceil_div<std::int64_t>(target_blocks, column_blocks), 1,
+                               std::min<std::int64_t>(n_rows, 65535)));
   const dim3 grid(column_blocks, row_blocks);
   if (fp8) {
     silu_and_mul_kernel<true><<<grid, kThreads, 0, stream>>>(p);

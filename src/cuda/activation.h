@@ -15,7 +15,7 @@ namespace moerun::cuda {
 // masked, rows [e * m_max, e * m_max + masked_m[e]); contiguous, rows with m_indices >= 0.
 struct RowSet {
   Layout layout = Layout::kMasked;
-  TensorView masked_m;   // masked: [E_l] i32 (device)
+  TensorView masked_m;  // masked: [E_l] i32 (device)
   std::int64_t m_max = 0;
   TensorView m_indices;  // contiguous: [rows] i32 (device)
 };

@@ -1,8 +1,8 @@
 // Combine kernel: one block row per token, parallel over the hidden dimension.
-#include <cuda/atomic>
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cuda/atomic>
 #include <string>
 
 #include "cuda/combine.h"
@@ -68,9 +68,9 @@ __global__ void __launch_bounds__(kThreads) combine_kernel(CombineParams p) {
         if (row < 0) continue;
         const float weight = w[j];
         float v[8];
-        unpack_bf16x8(
-            *reinterpret_cast<const uint4*>(p.down + static_cast<long long>(row) * p.hidden + column),
-            v);
+        unpack_bf16x8(*reinterpret_cast<const uint4*>(
+                          p.down + static_cast<long long>(row) * p.hidden + column),
+                      v);
         // The oracle's acc += w * v: a rounded product, then a rounded sum (no FMA).
 #pragma unroll
         for (int i = 0; i < 8; ++i) acc[i] = __fadd_rn(acc[i], __fmul_rn(weight, v[i]));
@@ -111,8 +111,8 @@ void combine(const TensorView& down, const TensorView& src2dst, const TensorView
               "m_max, block_m and threshold > 0", wait->m_max);
     const std::int64_t rows = down.numel() / hidden;
     const std::int64_t per_expert = ceil_div<std::int64_t>(wait->m_max, wait->block_m);
-    check_tensor(wait->counters, "overlap counters", DType::kI32,
-                 {rows / wait->m_max * per_expert}, DeviceType::kCuda);
+    check_tensor(wait->counters, "overlap counters", DType::kI32, {rows / wait->m_max * per_expert},
+                 DeviceType::kCuda);
     p.counters = wait->counters.data_as<int>();
     p.m_max = wait->m_max;
     p.block_m = wait->block_m;

@@ -34,8 +34,8 @@ __device__ __forceinline__ std::uint32_t pack_bf16x2(float lo, float hi) {
 }
 
 __device__ __forceinline__ uint4 pack_bf16x8(const float (&in)[8]) {
-  return make_uint4(pack_bf16x2(in[0], in[1]), pack_bf16x2(in[2], in[3]),
-                    pack_bf16x2(in[4], in[5]), pack_bf16x2(in[6], in[7]));
+  return make_uint4(pack_bf16x2(in[0], in[1]), pack_bf16x2(in[2], in[3]), pack_bf16x2(in[4], in[5]),
+                    pack_bf16x2(in[6], in[7]));
 }
 
 // e4m3fn, round-to-nearest-even, saturating to +-448 (cvt.rn.satfinite.e4m3x2.f32): the host's

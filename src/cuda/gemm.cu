@@ -8,10 +8,10 @@
 // contiguous, blockIdx.y = row / 64, skipped when m_indices of its first row is -1 (segments are
 // 128-aligned, so such a block is all padding). Invalid rows are zero-filled, never loaded, and
 // never stored.
-#include <cuda/atomic>
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cuda/atomic>
 #include <string>
 
 #include "cuda/cuda_check.h"
@@ -39,19 +39,19 @@ static_assert(kQuantGroup % BLOCK_K == 0, "a K step must not straddle an FP8 sca
 static_assert(BLOCK_N == kQuantGroup, "one weight scale per tile and K block");
 
 struct GemmParams {
-  const void* a;          // masked [E_l * M_max, K] / contiguous [M_sum, K]
-  const float* a_scale;   // FP8: [rows, K / 128]
-  const void* b;          // [E_l, N, K]
-  const float* b_scale;   // FP8: [E_l, N / 128, K / 128]
-  std::uint16_t* out;     // [rows, N] bf16
-  const int* masked_m;    // masked layout
-  long long m_max;        // masked: rows per expert; 0 = contiguous
-  const int* m_indices;   // contiguous layout
+  const void* a;         // masked [E_l * M_max, K] / contiguous [M_sum, K]
+  const float* a_scale;  // FP8: [rows, K / 128]
+  const void* b;         // [E_l, N, K]
+  const float* b_scale;  // FP8: [E_l, N / 128, K / 128]
+  std::uint16_t* out;    // [rows, N] bf16
+  const int* masked_m;   // masked layout
+  long long m_max;       // masked: rows per expert; 0 = contiguous
+  const int* m_indices;  // contiguous layout
   int n;
   int k;
   int experts;
-  int* counters;          // masked overlap signal or null
-  int counter_blocks;     // M_max / BLOCK_M
+  int* counters;       // masked overlap signal or null
+  int counter_blocks;  // M_max / BLOCK_M
 };
 
 __device__ __forceinline__ std::uint32_t load_u32(const std::uint16_t* p) {
@@ -103,8 +103,8 @@ __global__ void __launch_bounds__(kThreads) grouped_gemm_kernel(GemmParams p) {
   __syncthreads();
 
   const auto* a_base = static_cast<const std::uint8_t*>(p.a) + row0 * p.k * kElemBytes;
-  const auto* b_base =
-      static_cast<const std::uint8_t*>(p.b) + static_cast<long long>(expert) * p.n * p.k * kElemBytes;
+  const auto* b_base = static_cast<const std::uint8_t*>(p.b) +
+                       static_cast<long long>(expert) * p.n * p.k * kElemBytes;
 
   uint4 a_regs[kAVecs], b_regs[kBVecs];
   auto load_step = [&](int k0) {
@@ -211,7 +211,8 @@ __global__ void __launch_bounds__(kThreads) grouped_gemm_kernel(GemmParams p) {
             for (int ni = 0; ni < 4; ++ni) {
 #pragma unroll
               for (int c = 0; c < 2; ++c) {
-                acc[mi][ni][half * 2 + c] = fmaf(part[mi][ni][half * 2 + c], s, acc[mi][ni][half * 2 + c]);
+                acc[mi][ni][half * 2 + c] =
+                    fmaf(part[mi][ni][half * 2 + c], s, acc[mi][ni][half * 2 + c]);
                 part[mi][ni][half * 2 + c] = 0.0f;
               }
             }
@@ -268,19 +269,20 @@ GemmParams make_params(const GemmOperand& a, const GemmOperand& b, const TensorV
   check_arg(a.data.dtype() == b.data.dtype(), "A (activations) dtype",
             std::string(dtype_name(b.data.dtype())) + " (the weights' dtype)",
             dtype_name(a.data.dtype()));
-  check_arg(a.data.size(a.data.ndim() - 1) == k && a.data.numel() == rows * k &&
-                a.data.is_contiguous() && a.data.device().type == DeviceType::kCuda,
-            "A (activations)", "contiguous [rows = " + std::to_string(rows) + ", K = " +
-                                   std::to_string(k) + "] on cuda",
-            a.data.shape_string());
-  check_arg(out.dtype() == DType::kBF16 && out.numel() == rows * n &&
-                out.size(out.ndim() - 1) == n && out.is_contiguous() &&
-                out.device().type == DeviceType::kCuda,
-            "out", "contiguous bf16 [rows, N = " + std::to_string(n) + "] on cuda",
-            out.shape_string());
+  check_arg(
+      a.data.size(a.data.ndim() - 1) == k && a.data.numel() == rows * k && a.data.is_contiguous() &&
+          a.data.device().type == DeviceType::kCuda,
+      "A (activations)",
+      "contiguous [rows = " + std::to_string(rows) + ", K = " + std::to_string(k) + "] on cuda",
+      a.data.shape_string());
+  check_arg(
+      out.dtype() == DType::kBF16 && out.numel() == rows * n && out.size(out.ndim() - 1) == n &&
+          out.is_contiguous() && out.device().type == DeviceType::kCuda,
+      "out", "contiguous bf16 [rows, N = " + std::to_string(n) + "] on cuda", out.shape_string());
   check_arg(rows < (std::int64_t{1} << 31) && experts * n * k < (std::int64_t{1} << 40),
             "GEMM size", "rows < 2^31", rows);
-  check_arg(aligned16(a.data.data()) && aligned16(b.data.data()), "A/B data", "16-byte aligned device pointers", "a misaligned pointer");
+  check_arg(aligned16(a.data.data()) && aligned16(b.data.data()), "A/B data",
+            "16-byte aligned device pointers", "a misaligned pointer");
   GemmParams p{};
   if (fp8) {
     check_arg(n % kQuantGroup == 0 && k % kQuantGroup == 0, "B (weights) N x K",

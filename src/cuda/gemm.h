@@ -34,7 +34,7 @@ struct GemmOperand {
 // e, row block b, the masked GEMM adds 1 to counters[e * ceil(M_max / block_m) + b] with release
 // ordering at device scope. The caller zeroes the counters (cudaMemsetAsync) before the GEMM.
 struct OverlapSignal {
-  TensorView counters;  // [E_l * ceil(M_max / block_m)] i32 (device)
+  TensorView counters;        // [E_l * ceil(M_max / block_m)] i32 (device)
   int block_m = kGemmBlockM;  // must be kGemmBlockM
 };
 

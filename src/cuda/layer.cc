@@ -47,9 +47,11 @@ Arena make_arena(const MoeConfig& c, const WorkspacePlan& plan, bool overlap) {
   const int experts = c.num_local_experts();
   const DType act = c.weight_dtype;
   const bool fp8 = c.is_fp8();
-  const std::int64_t m_max_cap = plan.masked_max_tokens > 0 ? masked_m_max(plan.masked_max_tokens) : 0;
+  const std::int64_t m_max_cap =
+      plan.masked_max_tokens > 0 ? masked_m_max(plan.masked_max_tokens) : 0;
   const std::int64_t contiguous_cap =
-      plan.contiguous_max_tokens > 0 ? contiguous_capacity(plan.contiguous_max_tokens, k, experts) : 0;
+      plan.contiguous_max_tokens > 0 ? contiguous_capacity(plan.contiguous_max_tokens, k, experts)
+                                     : 0;
   const std::int64_t rows = std::max<std::int64_t>(experts * m_max_cap, contiguous_cap);
   Arena a;
   std::size_t offset = 0;
@@ -76,7 +78,8 @@ Arena make_arena(const MoeConfig& c, const WorkspacePlan& plan, bool overlap) {
   a.region_a = take(std::max(tokens_bytes + tokens_scale_bytes, act_bytes + act_scale_bytes));
   a.tokens_scale = a.region_a + tokens_bytes;
   a.act_scale = a.region_a + act_bytes;
-  a.region_b = take(std::max(bytes_of(rows * 2 * inter, DType::kBF16), bytes_of(rows * h, DType::kBF16)));
+  a.region_b =
+      take(std::max(bytes_of(rows * 2 * inter, DType::kBF16), bytes_of(rows * h, DType::kBF16)));
   a.total = offset;
   return a;
 }
@@ -172,8 +175,8 @@ void LayerBackend::forward(const TensorView& hidden, const TensorView& router_lo
   const TensorView ids(base + arena.topk_ids, DType::kI32, {tokens, config_.top_k()}, device);
   const TensorView weights(base + arena.topk_weights, DType::kF32, {tokens, config_.top_k()},
                            device);
-  route(config_.routing, config_.num_experts, router_logits, weights_.correction_bias, ids,
-        weights, stream);
+  route(config_.routing, config_.num_experts, router_logits, weights_.correction_bias, ids, weights,
+        stream);
   forward_routed(hidden, ids, weights, out, stream);
 }
 
@@ -182,7 +185,8 @@ void LayerBackend::forward_routed(const TensorView& hidden, const TensorView& to
                                   cudaStream_t stream) {
   check_io(hidden, out);
   const std::int64_t tokens = hidden.size(0);
-  const std::int64_t k = config_.top_k(), h = config_.hidden_size, inter = config_.intermediate_size;
+  const std::int64_t k = config_.top_k(), h = config_.hidden_size,
+                     inter = config_.intermediate_size;
   check_tensor(topk_ids, "topk_ids", DType::kI32, {tokens, k}, DeviceType::kCuda);
   check_tensor(topk_weights, "topk_weights", DType::kF32, {tokens, k}, DeviceType::kCuda);
   if (tokens == 0) return;

@@ -65,9 +65,9 @@ __device__ __forceinline__ int load_local_id(const int* ids, long long slot, lon
 
 // 1. Launch: one block of kChunk threads per chunk; dynamic smem E_l ints.
 // chunk_counts: [E_l, chunks] (expert-major, so that the scan reads it contiguously).
-__global__ void __launch_bounds__(kChunk) permute_count_kernel(const int* __restrict__ ids,
-                                                               long long slots, int local_experts,
-                                                               int* __restrict__ chunk_counts) {
+__global__ void __launch_bounds__(kChunk)
+    permute_count_kernel(const int* __restrict__ ids, long long slots, int local_experts,
+                         int* __restrict__ chunk_counts) {
   extern __shared__ int histogram[];
   for (int e = threadIdx.x; e < local_experts; e += kChunk) histogram[e] = 0;
   __syncthreads();
@@ -83,9 +83,9 @@ __global__ void __launch_bounds__(kChunk) permute_count_kernel(const int* __rest
 // 2. Launch: one block of kChunk threads per local expert.
 // chunk_counts[e, :] becomes its exclusive prefix; masked_m[e] = the total (masked: at most
 // m_max, which only duplicate ids could exceed).
-__global__ void __launch_bounds__(kChunk) permute_scan_kernel(int* __restrict__ chunk_counts,
-                                                              int chunks, long long m_max,
-                                                              int* __restrict__ masked_m) {
+__global__ void __launch_bounds__(kChunk)
+    permute_scan_kernel(int* __restrict__ chunk_counts, int chunks, long long m_max,
+                        int* __restrict__ masked_m) {
   __shared__ int warp_sums[kWarps];
   int* counts = chunk_counts + static_cast<long long>(blockIdx.x) * chunks;
   int carry = 0;
@@ -122,8 +122,8 @@ struct PositionsParams {
 // every block also fills kChunk rows of m_indices.
 __global__ void __launch_bounds__(kChunk) permute_positions_kernel(PositionsParams p) {
   extern __shared__ int smem[];
-  int* warp_counts = smem;                            // [kWarps, E_l]
-  int* start = smem + kWarps * p.local_experts;       // [E_l] contiguous segment starts
+  int* warp_counts = smem;                       // [kWarps, E_l]
+  int* start = smem + kWarps * p.local_experts;  // [E_l] contiguous segment starts
   __shared__ int warp_sums[kWarps];
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const bool contiguous = p.m_max == 0;
@@ -134,8 +134,8 @@ __global__ void __launch_bounds__(kChunk) permute_positions_kernel(PositionsPara
     for (int e0 = 0; e0 < p.local_experts; e0 += kChunk) {
       const int e = e0 + static_cast<int>(threadIdx.x);
       const int count = e < p.local_experts ? p.masked_m[e] : 0;
-      const int padded = static_cast<int>(ceil_div<long long>(count, kPermuteAlignment) *
-                                          kPermuteAlignment);
+      const int padded =
+          static_cast<int>(ceil_div<long long>(count, kPermuteAlignment) * kPermuteAlignment);
       int total = 0;
       const int exclusive = block_exclusive_scan(padded, warp_sums, total);
       if (e < p.local_experts) start[e] = base + exclusive;
@@ -200,8 +200,8 @@ struct GatherParams {
   long long tokens;
   int top_k;
   int hidden_size;
-  void* out;     // [rows, H] fp8 or bf16
-  float* scales; // FP8: [rows, H / 128]
+  void* out;      // [rows, H] fp8 or bf16
+  float* scales;  // FP8: [rows, H / 128]
 };
 
 constexpr int kGatherThreads = 128;
@@ -231,13 +231,15 @@ __global__ void __launch_bounds__(kGatherThreads) permute_gather_kernel(GatherPa
         if (row < 0 || !active) continue;
         auto* out = static_cast<std::uint8_t*>(p.out) + static_cast<long long>(row) * p.hidden_size;
         *reinterpret_cast<uint2*>(out + column) = codes;
-        if (threadIdx.x % 16 == 0) p.scales[static_cast<long long>(row) * groups + column / 128] = scale;
+        if (threadIdx.x % 16 == 0)
+          p.scales[static_cast<long long>(row) * groups + column / 128] = scale;
       }
     } else {
       for (int j = 0; j < p.top_k; ++j) {
         const int row = dst[j];
         if (row < 0 || !active) continue;
-        auto* out = static_cast<std::uint16_t*>(p.out) + static_cast<long long>(row) * p.hidden_size;
+        auto* out =
+            static_cast<std::uint16_t*>(p.out) + static_cast<long long>(row) * p.hidden_size;
         *reinterpret_cast<uint4*>(out + column) = v;
       }
     }
@@ -325,10 +327,10 @@ void permute(const TensorView& hidden, const TensorView& local_ids, int num_loca
   const int* ids = local_ids.data_as<const int>();
   const size_t hist_smem = static_cast<size_t>(num_local_experts) * sizeof(int);
   permute_count_kernel<<<chunks, kChunk, hist_smem, stream>>>(ids, slots, num_local_experts,
-                                                             chunk_counts);
+                                                              chunk_counts);
   MOERUN_CUDA_CHECK_LAUNCH();
   permute_scan_kernel<<<num_local_experts, kChunk, 0, stream>>>(chunk_counts, chunks, m_max,
-                                                               out.masked_m.data_as<int>());
+                                                                out.masked_m.data_as<int>());
   MOERUN_CUDA_CHECK_LAUNCH();
 
   PositionsParams pp{};

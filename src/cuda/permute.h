@@ -36,8 +36,7 @@ struct PermuteOutputs {
 std::int64_t contiguous_capacity(std::int64_t tokens, std::int64_t top_k, int num_local_experts);
 
 // Scratch bytes permute needs for T tokens.
-std::size_t permute_workspace_bytes(std::int64_t tokens, std::int64_t top_k,
-                                    int num_local_experts);
+std::size_t permute_workspace_bytes(std::int64_t tokens, std::int64_t top_k, int num_local_experts);
 
 // hidden [T, H] bf16 and local_ids [T, k] i32 in [-1, E_l) (device) -> `out`.
 // The ids must be distinct per token (as the oracle checks); this is not validated on the

@@ -119,8 +119,8 @@ __global__ void route_kernel(RoutingParams p) {
     // DeepSeek-V3 grouped top-k.
     for (int e = lane; e < e_count; e += kWarpSize) {
       // The oracle's sigmoid: double precision, rounded to float.
-      const float s = static_cast<float>(
-          __ddiv_rn(1.0, __dadd_rn(1.0, exp(-static_cast<double>(row[e])))));
+      const float s =
+          static_cast<float>(__ddiv_rn(1.0, __dadd_rn(1.0, exp(-static_cast<double>(row[e])))));
       score[e] = s;
       choice[e] = __fadd_rn(s, p.bias != nullptr ? p.bias[e] : 0.0f);
     }
@@ -186,9 +186,9 @@ __global__ void route_kernel(RoutingParams p) {
     }
     if (lane == 0) {
       for (int j = 0; j < p.top_k; ++j) {
-        weights[j] = static_cast<float>(
-            __dmul_rn(__ddiv_rn(static_cast<double>(score[ids[j]]), denominator),
-                      static_cast<double>(p.routed_scaling_factor)));
+        weights[j] =
+            static_cast<float>(__dmul_rn(__ddiv_rn(static_cast<double>(score[ids[j]]), denominator),
+                                         static_cast<double>(p.routed_scaling_factor)));
       }
     }
     __syncwarp();
@@ -214,8 +214,7 @@ void route(const RoutingConfig& config, int num_experts, const TensorView& route
   if (correction_bias.defined()) {
     check_arg(grouped, "correction_bias", "none for softmax routing",
               correction_bias.shape_string());
-    check_tensor(correction_bias, "correction_bias", DType::kF32, {num_experts},
-                 DeviceType::kCuda);
+    check_tensor(correction_bias, "correction_bias", DType::kF32, {num_experts}, DeviceType::kCuda);
   }
   if (grouped) {
     check_arg(config.num_groups >= 1 && num_experts % config.num_groups == 0 &&

@@ -1,10 +1,11 @@
 // The CUDA backend's runtime helpers: device detection and error reporting.
+#include "cuda/runtime.h"
+
 #include <cuda_runtime_api.h>
 
 #include <string>
 
 #include "cuda/cuda_check.h"
-#include "cuda/runtime.h"
 #include "moerun/layer.h"
 
 namespace moerun {

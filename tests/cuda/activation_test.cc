@@ -1,9 +1,10 @@
 // CUDA SiLU-and-mul (+ FP8 re-quantization) vs the CPU oracle, bit for bit.
+#include "cpu/activation.h"
+
 #include <gtest/gtest.h>
 
 #include <string>
 
-#include "cpu/activation.h"
 #include "cpu/row_segments.h"
 #include "cuda/activation.h"
 #include "cuda_test_util.h"
@@ -29,7 +30,8 @@ void check_activation(Layout layout, DType dtype, std::int64_t inter) {
   for (std::int64_t r = 0; r < rows; ++r) {
     // Segments of 128 rows: expert (r / 128) % 4 on their first 100 rows, padding after; the
     // last 256 rows all padding.
-    m_indices.data<int>()[r] = (r % 128 < 100 && r < rows - 256) ? static_cast<int>((r / 128) % 4) : -1;
+    m_indices.data<int>()[r] =
+        (r % 128 < 100 && r < rows - 256) ? static_cast<int>((r / 128) % 4) : -1;
   }
 
   // gate_up: normal values x 4 (exp over a wide range), plus extremes that reach expf's

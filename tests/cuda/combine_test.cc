@@ -1,9 +1,10 @@
 // CUDA combine vs the CPU oracle, bit for bit (bf16 and f32 outputs).
+#include "cpu/combine.h"
+
 #include <gtest/gtest.h>
 
 #include <string>
 
-#include "cpu/combine.h"
 #include "cuda/combine.h"
 #include "cuda_test_util.h"
 

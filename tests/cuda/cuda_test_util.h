@@ -22,13 +22,13 @@
 namespace moerun::test {
 
 // Skips the calling test, printing why, unless a device that can run the kernels is visible.
-#define MOERUN_REQUIRE_GPU()                                                   \
-  do {                                                                         \
-    const std::string moerun_reason_ = ::moerun::cuda::device_unavailable_reason(); \
-    if (!moerun_reason_.empty()) {                                             \
+#define MOERUN_REQUIRE_GPU()                                                         \
+  do {                                                                               \
+    const std::string moerun_reason_ = ::moerun::cuda::device_unavailable_reason();  \
+    if (!moerun_reason_.empty()) {                                                   \
       std::cout << "[  SKIPPED ] no usable CUDA device: " << moerun_reason_ << "\n"; \
-      GTEST_SKIP() << "no usable CUDA device: " << moerun_reason_;             \
-    }                                                                          \
+      GTEST_SKIP() << "no usable CUDA device: " << moerun_reason_;                   \
+    }                                                                                \
   } while (0)
 
 // Every byte 0xFF: NaN for bf16/f32/fp8, -1 for i32. Outputs start poisoned, so an element a
@@ -69,7 +69,8 @@ class DeviceTensor {
   HostTensor to_host() const {
     MOERUN_CUDA_CHECK(cudaDeviceSynchronize());
     HostTensor h(view_.dtype(), view_.shape());
-    if (bytes_ > 0) MOERUN_CUDA_CHECK(cudaMemcpy(h.view().data(), data_, bytes_, cudaMemcpyDeviceToHost));
+    if (bytes_ > 0)
+      MOERUN_CUDA_CHECK(cudaMemcpy(h.view().data(), data_, bytes_, cudaMemcpyDeviceToHost));
     return h;
   }
   // Copies and poisoning run on the legacy default stream; the synchronization makes them
@@ -130,7 +131,8 @@ inline const std::uint8_t* element_bytes(const HostTensor& t, std::int64_t index
 }
 
 // Whether rows [row, row + 1) of two [rows, cols] host tensors hold the same bytes.
-inline bool same_row(const HostTensor& a, const HostTensor& b, std::int64_t row, std::int64_t cols) {
+inline bool same_row(const HostTensor& a, const HostTensor& b, std::int64_t row,
+                     std::int64_t cols) {
   const std::size_t bytes = static_cast<std::size_t>(cols) * dtype_size(a.dtype());
   return std::memcmp(element_bytes(a, row * cols), element_bytes(b, row * cols), bytes) == 0;
 }

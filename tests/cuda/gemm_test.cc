@@ -1,10 +1,11 @@
 // CUDA grouped GEMMs vs the CPU oracle on the same permuted inputs, both layouts and dtypes.
+#include "cpu/gemm.h"
+
 #include <gtest/gtest.h>
 
 #include <string>
 
 #include "core/metrics.h"
-#include "cpu/gemm.h"
 #include "cpu/permute.h"
 #include "cuda/gemm.h"
 #include "cuda_test_util.h"
@@ -53,9 +54,9 @@ void check_gemm(const GemmCase& c, Layout layout, std::int64_t tokens, const Hos
   const cpu::GemmOperand b_host{w.w13.view(), w.w13_scale.view()};
   const cpu::GemmOperand a_host{a.tokens.view(), a.scales.view()};
   if (masked) {
-    cpu::grouped_gemm_masked(a_host, b_host, a.masked_m.view(),
-                             TensorView(expected.view().data(), DType::kBF16,
-                                        {c.experts, a.m_max, c.n}));
+    cpu::grouped_gemm_masked(
+        a_host, b_host, a.masked_m.view(),
+        TensorView(expected.view().data(), DType::kBF16, {c.experts, a.m_max, c.n}));
   } else {
     cpu::grouped_gemm_contiguous(a_host, b_host, a.m_indices.view(), expected.view());
   }
@@ -104,7 +105,8 @@ void check_gemm(const GemmCase& c, Layout layout, std::int64_t tokens, const Hos
   }
   EXPECT_EQ(written_empty_rows, 0);
   HostTensor got_f32(DType::kF32, {static_cast<std::int64_t>(got_valid.size())});
-  for (std::size_t i = 0; i < got_valid.size(); ++i) got_f32.data<float>()[i] = static_cast<float>(got_valid[i]);
+  for (std::size_t i = 0; i < got_valid.size(); ++i)
+    got_f32.data<float>()[i] = static_cast<float>(got_valid[i]);
   const double error = relative_error(got_f32.view(), want_valid);
   EXPECT_LE(error, fp8 ? kGemmToleranceFp8 : kGemmToleranceBf16);
 
@@ -114,9 +116,11 @@ void check_gemm(const GemmCase& c, Layout layout, std::int64_t tokens, const Hos
     EXPECT_EQ(report->threshold, (c.n + cuda::kGemmBlockN - 1) / cuda::kGemmBlockN);
     const HostTensor got_counters = counters.to_host();
     for (int e = 0; e < c.experts; ++e) {
-      const int blocks_used = (a.masked_m.data<int>()[e] + cuda::kGemmBlockM - 1) / cuda::kGemmBlockM;
+      const int blocks_used =
+          (a.masked_m.data<int>()[e] + cuda::kGemmBlockM - 1) / cuda::kGemmBlockM;
       for (std::int64_t b = 0; b < m_blocks; ++b) {
-        EXPECT_EQ(got_counters.data<int>()[e * m_blocks + b], b < blocks_used ? report->threshold : 0)
+        EXPECT_EQ(got_counters.data<int>()[e * m_blocks + b],
+                  b < blocks_used ? report->threshold : 0)
             << "expert " << e << " row block " << b;
       }
     }
@@ -130,7 +134,8 @@ void check_gemm(const GemmCase& c, Layout layout, std::int64_t tokens, const Hos
     cuda::grouped_gemm_contiguous(da, db, d_m_indices.view(), out.view(), nullptr);
   }
   const HostTensor again = out.to_host();
-  EXPECT_EQ(std::memcmp(again.view().data(), got.view().data(), got.nbytes()), 0) << "not deterministic";
+  EXPECT_EQ(std::memcmp(again.view().data(), got.view().data(), got.nbytes()), 0)
+      << "not deterministic";
 }
 
 const GemmCase kCases[] = {

@@ -1,5 +1,7 @@
 // The CUDA Layer end to end vs the CPU oracle (same layout) and the fp64 dense reference, for
 // scaled-down shapes of the three benchmark models; layouts, overlap, EP partials, CUDA graphs.
+#include "cpu/layer.h"
+
 #include <gtest/gtest.h>
 
 #include <string>
@@ -7,7 +9,6 @@
 #include "core/metrics.h"
 #include "core/tolerances.h"
 #include "cpu/dense_reference.h"
-#include "cpu/layer.h"
 #include "cpu/routing.h"
 #include "cuda/layer.h"
 #include "cuda_test_util.h"
@@ -53,7 +54,8 @@ struct Inputs {
 Inputs make_inputs(const MoeConfig& c, const MoeWeights& weights, std::int64_t tokens,
                    std::uint64_t seed) {
   Inputs in{random_hidden_states(tokens, c.hidden_size, seed),
-            random_router_logits(tokens, c.num_experts, seed), {}};
+            random_router_logits(tokens, c.num_experts, seed),
+            {}};
   in.routing = cpu::route(c.routing, c.num_experts, in.logits.view(), weights.correction_bias);
   return in;
 }
@@ -108,9 +110,9 @@ TEST(CudaLayer, MatchesOracleAllModels) {
         const HostTensor got = run_layer(layer, in, DType::kBF16, /*routed=*/false);
         const HostTensor want = oracle(m.config, host.view(), in, layout, DType::kBF16);
         EXPECT_LE(relative_error(got.view(), want.view()), layer_vs_oracle_tolerance(m.config));
-        const std::vector<double> dense = cpu::dense_reference(
-            m.config, host.view(), in.hidden.view(), in.routing.ids.view(),
-            in.routing.weights.view());
+        const std::vector<double> dense =
+            cpu::dense_reference(m.config, host.view(), in.hidden.view(), in.routing.ids.view(),
+                                 in.routing.weights.view());
         EXPECT_LE(relative_error(got.view(), dense), layer_tolerance(m.config.weight_dtype));
       }
     }
@@ -155,7 +157,8 @@ TEST(CudaLayer, ExpertParallelPartialF32) {
     SCOPED_TRACE(m.name);
     const std::uint64_t seed = fresh_seed();
     const HostMoeWeights all = random_weights(c, c.num_experts, seed);
-    const MoeWeights local = all.view().slice_experts(c.first_local_expert(), c.num_local_experts());
+    const MoeWeights local =
+        all.view().slice_experts(c.first_local_expert(), c.num_local_experts());
     const DeviceWeights device(local);
     Inputs in = make_inputs(c, all.view(), 130, seed);
     in.routing.ids.data<int>()[0] = c.first_local_expert();  // token 0 slot 0: local expert 0
@@ -192,9 +195,9 @@ TEST(CudaLayer, AwkwardRouting) {
     for (std::int64_t t = 0; t < 128; ++t) {
       for (int j = 0; j < k; ++j) {
         int& id = in.routing.ids.data<int>()[t * k + j];
-        if (mode == 0) id = j == 0 ? 0 : -1;                        // all to expert 0 (M_max rows)
+        if (mode == 0) id = j == 0 ? 0 : -1;  // all to expert 0 (M_max rows)
         if (mode == 1) id = j < 2 ? m.config.num_experts - 1 - j : -1;  // two experts only
-        if (mode == 2) id = -1;                                      // nothing routed: zeros
+        if (mode == 2) id = -1;                                         // nothing routed: zeros
       }
     }
     for (LayoutChoice choice : {LayoutChoice::kMasked, LayoutChoice::kContiguous}) {
@@ -202,7 +205,8 @@ TEST(CudaLayer, AwkwardRouting) {
       options.layout = choice;
       Layer layer(m.config, device.view(), options);
       const HostTensor got = run_layer(layer, in, DType::kBF16, true);
-      const HostTensor want = oracle(m.config, host.view(), in, layer.layout_for(128), DType::kBF16);
+      const HostTensor want =
+          oracle(m.config, host.view(), in, layer.layout_for(128), DType::kBF16);
       if (mode == 2) {
         EXPECT_TRUE(same_bits(got, want)) << "an empty routing must give exact zeros";
       } else {
@@ -244,13 +248,15 @@ TEST(CudaLayer, OptionsAndLimits) {
   small.workspace_limit_bytes = contiguous_only;
   EXPECT_THROW(Layer(m.config, device.view(), small), InvalidArgument) << "masked over budget";
   // T = 0 is a no-op; T > max_tokens is rejected.
-  DeviceTensor hidden0(DType::kBF16, {0, m.config.hidden_size}), out0(DType::kBF16, {0, m.config.hidden_size});
+  DeviceTensor hidden0(DType::kBF16, {0, m.config.hidden_size}),
+      out0(DType::kBF16, {0, m.config.hidden_size});
   DeviceTensor logits0(DType::kF32, {0, m.config.num_experts});
   layer.forward(hidden0.view(), logits0.view(), out0.view());
   DeviceTensor hidden_big(DType::kBF16, {1001, m.config.hidden_size}),
       out_big(DType::kBF16, {1001, m.config.hidden_size}),
       logits_big(DType::kF32, {1001, m.config.num_experts});
-  EXPECT_THROW(layer.forward(hidden_big.view(), logits_big.view(), out_big.view()), InvalidArgument);
+  EXPECT_THROW(layer.forward(hidden_big.view(), logits_big.view(), out_big.view()),
+               InvalidArgument);
   MOERUN_CUDA_CHECK(cudaDeviceSynchronize());
   // Host weights with backend auto stay on the CPU.
   options = {};

@@ -1,10 +1,11 @@
 // CUDA permute + quantize vs the CPU oracle: layouts, src2dst, masked_m, m_indices and every
 // written byte equal; rows the layout leaves empty never written.
+#include "cpu/permute.h"
+
 #include <gtest/gtest.h>
 
 #include <string>
 
-#include "cpu/permute.h"
 #include "cuda/permute.h"
 #include "cuda_test_util.h"
 
@@ -15,10 +16,14 @@ enum class Routing { kRandom, kOneExpert, kLocalExpertZero, kAllSkipped };
 
 const char* routing_name(Routing r) {
   switch (r) {
-    case Routing::kRandom: return "random";
-    case Routing::kOneExpert: return "one_expert";
-    case Routing::kLocalExpertZero: return "local_expert_0";
-    case Routing::kAllSkipped: return "all_skipped";
+    case Routing::kRandom:
+      return "random";
+    case Routing::kOneExpert:
+      return "one_expert";
+    case Routing::kLocalExpertZero:
+      return "local_expert_0";
+    case Routing::kAllSkipped:
+      return "all_skipped";
   }
   return "?";
 }
@@ -29,10 +34,17 @@ HostTensor make_ids(Routing routing, std::int64_t tokens, int k, int experts, st
     for (int j = 0; j < k; ++j) {
       int& id = ids.data<int>()[t * k + j];
       switch (routing) {
-        case Routing::kRandom: break;
-        case Routing::kOneExpert: id = j == k - 1 ? experts - 1 : -1; break;
-        case Routing::kLocalExpertZero: id = j == 0 ? 0 : -1; break;
-        case Routing::kAllSkipped: id = -1; break;
+        case Routing::kRandom:
+          break;
+        case Routing::kOneExpert:
+          id = j == k - 1 ? experts - 1 : -1;
+          break;
+        case Routing::kLocalExpertZero:
+          id = j == 0 ? 0 : -1;
+          break;
+        case Routing::kAllSkipped:
+          id = -1;
+          break;
       }
     }
   }
@@ -50,7 +62,8 @@ void check_permute(Layout layout, DType dtype, std::int64_t tokens, Routing rout
     // An all-zero token (the amax floor) and a large one.
     for (std::int64_t c = 0; c < h; ++c) {
       hidden.data<bf16>()[c] = bf16{0};
-      hidden.data<bf16>()[h + c] = float_to_bf16(3000.0f * bf16_to_float(hidden.data<bf16>()[h + c]));
+      hidden.data<bf16>()[h + c] =
+          float_to_bf16(3000.0f * bf16_to_float(hidden.data<bf16>()[h + c]));
     }
   }
   const HostTensor ids = make_ids(routing, tokens, kTopK, kExperts, seed);
@@ -61,8 +74,8 @@ void check_permute(Layout layout, DType dtype, std::int64_t tokens, Routing rout
   const bool masked = layout == Layout::kMasked;
   const std::int64_t rows =
       masked ? kExperts * expected.m_max : cuda::contiguous_capacity(tokens, kTopK, kExperts);
-  DeviceTensor d_tokens = masked ? DeviceTensor(dtype, {kExperts, expected.m_max, h})
-                                 : DeviceTensor(dtype, {rows, h});
+  DeviceTensor d_tokens =
+      masked ? DeviceTensor(dtype, {kExperts, expected.m_max, h}) : DeviceTensor(dtype, {rows, h});
   DeviceTensor d_scales;
   if (fp8) d_scales = DeviceTensor(DType::kF32, {rows, h / 128});
   DeviceTensor d_masked_m(DType::kI32, {kExperts}), d_src2dst(DType::kI32, {tokens, kTopK});
@@ -88,8 +101,10 @@ void check_permute(Layout layout, DType dtype, std::int64_t tokens, Routing rout
                 nullptr);
 
   const HostTensor masked_m = d_masked_m.to_host(), src2dst = d_src2dst.to_host();
-  EXPECT_EQ(std::memcmp(masked_m.view().data(), expected.masked_m.view().data(), masked_m.nbytes()), 0);
-  EXPECT_EQ(std::memcmp(src2dst.view().data(), expected.src2dst.view().data(), src2dst.nbytes()), 0);
+  EXPECT_EQ(std::memcmp(masked_m.view().data(), expected.masked_m.view().data(), masked_m.nbytes()),
+            0);
+  EXPECT_EQ(std::memcmp(src2dst.view().data(), expected.src2dst.view().data(), src2dst.nbytes()),
+            0);
   std::vector<char> valid(static_cast<std::size_t>(rows), 0);
   if (masked) {
     for (int e = 0; e < kExperts; ++e) {
@@ -129,7 +144,8 @@ TEST(CudaPermute, MatchesOracleBitwise) {
       for (std::int64_t tokens : {0, 1, 127, 128, 129, 1000}) {
         check_permute(layout, dtype, tokens, Routing::kRandom);
       }
-      for (Routing routing : {Routing::kOneExpert, Routing::kLocalExpertZero, Routing::kAllSkipped}) {
+      for (Routing routing :
+           {Routing::kOneExpert, Routing::kLocalExpertZero, Routing::kAllSkipped}) {
         check_permute(layout, dtype, 129, routing);
       }
       // Every token to local expert 0 with T = M_max: masked_m[0] == M_max.

@@ -1,11 +1,12 @@
 // CUDA routing and dispatch vs the CPU oracle.
+#include "cpu/routing.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <string>
 
 #include "cpu/dispatch.h"
-#include "cpu/routing.h"
 #include "cuda/dispatch.h"
 #include "cuda/routing.h"
 #include "cuda_test_util.h"

@@ -3,6 +3,9 @@
 #include "cpu/layer.h"
 #include "cpu/routing.h"
 #include "moerun/errors.h"
+#ifdef MOERUN_HAS_CUDA
+#include "cuda/layer.h"
+#endif
 
 namespace moerun {
 
@@ -33,21 +36,35 @@ struct Layer::Impl {
   MoeWeights weights;
   LayerOptions options;
   Backend backend;
+  void* stream = nullptr;  // CUDA: the cudaStream_t forwards are enqueued on
+#ifdef MOERUN_HAS_CUDA
+  std::unique_ptr<cuda::LayerBackend> cuda;
+#endif
 };
 
 Layer::Layer(const MoeConfig& config, const MoeWeights& weights, const LayerOptions& options)
     : impl_(std::make_unique<Impl>()) {
   config.validate();
   Backend backend = options.backend;
-  if (backend == Backend::kAuto) backend = cuda_available() ? Backend::kCuda : Backend::kCpu;
-  check_arg(backend == Backend::kCpu, "backend",
-            "cpu (the CUDA layer is not part of this build yet)", backend_name(backend));
-  weights.validate(config, config.num_local_experts(), DeviceType::kCpu);
+  if (backend == Backend::kAuto) {
+    // Weights already on the device decide for CUDA; host weights stay on the CPU backend.
+    const bool device_weights = weights.w13.device().type == DeviceType::kCuda;
+    backend = device_weights && cuda_available() ? Backend::kCuda : Backend::kCpu;
+  }
   check_arg(options.max_tokens >= 0, "max_tokens", ">= 0", options.max_tokens);
   impl_->config = config;
   impl_->weights = weights;
   impl_->options = options;
   impl_->backend = backend;
+#ifdef MOERUN_HAS_CUDA
+  if (backend == Backend::kCuda) {
+    impl_->cuda = std::make_unique<cuda::LayerBackend>(config, weights, options);
+    return;
+  }
+#endif
+  check_arg(backend == Backend::kCpu, "backend", "cpu (this build has no CUDA backend)",
+            backend_name(backend));
+  weights.validate(config, config.num_local_experts(), DeviceType::kCpu);
 }
 
 Layer::~Layer() = default;
@@ -58,6 +75,9 @@ const MoeConfig& Layer::config() const { return impl_->config; }
 Backend Layer::backend() const { return impl_->backend; }
 
 Layout Layer::layout_for(std::int64_t tokens) const {
+#ifdef MOERUN_HAS_CUDA
+  if (impl_->cuda) return impl_->cuda->layout_for(tokens);
+#endif
   switch (impl_->options.layout) {
     case LayoutChoice::kMasked:
       return Layout::kMasked;
@@ -69,8 +89,23 @@ Layout Layer::layout_for(std::int64_t tokens) const {
   return tokens <= kCpuMaskedMaxTokens ? Layout::kMasked : Layout::kContiguous;
 }
 
+void Layer::set_stream(void* stream) { impl_->stream = stream; }
+
+std::size_t Layer::workspace_bytes() const {
+#ifdef MOERUN_HAS_CUDA
+  if (impl_->cuda) return impl_->cuda->workspace_bytes();
+#endif
+  return 0;
+}
+
 void Layer::forward(const TensorView& hidden, const TensorView& router_logits,
                     const TensorView& out) {
+#ifdef MOERUN_HAS_CUDA
+  if (impl_->cuda) {
+    impl_->cuda->forward(hidden, router_logits, out, static_cast<cudaStream_t>(impl_->stream));
+    return;
+  }
+#endif
   const cpu::TopK routing = cpu::route(impl_->config.routing, impl_->config.num_experts,
                                        router_logits, impl_->weights.correction_bias);
   forward_routed(hidden, routing.ids.view(), routing.weights.view(), out);
@@ -78,6 +113,13 @@ void Layer::forward(const TensorView& hidden, const TensorView& router_logits,
 
 void Layer::forward_routed(const TensorView& hidden, const TensorView& topk_ids,
                            const TensorView& topk_weights, const TensorView& out) {
+#ifdef MOERUN_HAS_CUDA
+  if (impl_->cuda) {
+    impl_->cuda->forward_routed(hidden, topk_ids, topk_weights, out,
+                                static_cast<cudaStream_t>(impl_->stream));
+    return;
+  }
+#endif
   check_arg(hidden.ndim() == 2, "hidden_states rank", "2 ([T, H])", hidden.ndim());
   const std::int64_t tokens = hidden.size(0);
   const std::int64_t limit = impl_->options.max_tokens;

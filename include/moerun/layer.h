@@ -1,6 +1,7 @@
 // moerun::Layer: one MoE layer, built once from a config and weights, run many times.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string_view>
@@ -19,12 +20,18 @@ bool cuda_available();
 enum class LayoutChoice : std::uint8_t { kAuto, kMasked, kContiguous };
 
 struct LayerOptions {
-  Backend backend = Backend::kAuto;  // auto: CUDA when available, else CPU
+  // auto: CUDA when cuda_available() and the weights are device tensors, else CPU.
+  Backend backend = Backend::kAuto;
   LayoutChoice layout = LayoutChoice::kAuto;
-  // Tokens per forward at most; 0 = no limit (workspace grows on demand, CPU backend only).
+  // Tokens per forward at most; 0 = no limit (workspace grows on demand, CPU backend only). The
+  // CUDA backend needs a limit: it allocates its whole workspace at construction.
   std::int64_t max_tokens = 0;
   // Single-batch overlap in the masked layout (the result is bitwise the same without it).
   bool overlap = false;
+  // CUDA: the most device memory the layer's workspace (allocated once, for max_tokens) may take;
+  // 0 = no limit. With layout auto, the masked layout is dropped when it does not fit; a layout
+  // that cannot fit at all is rejected at construction. CPU: ignored.
+  std::size_t workspace_limit_bytes = 0;
 };
 
 class Layer {
@@ -47,6 +54,15 @@ class Layer {
   // k].
   void forward_routed(const TensorView& hidden, const TensorView& topk_ids,
                       const TensorView& topk_weights, const TensorView& out);
+
+  // CUDA backend. Every tensor of a forward lives on the device; forwards are enqueued on the
+  // stream set here (a cudaStream_t; nullptr = the default stream) and return without
+  // synchronizing. Ids are not validated on the device (the caller guarantees [-1, E) and distinct
+  // ids per token). The launch sequence depends on T only, so a forward can be captured in a CUDA
+  // graph and replayed with new inputs. CPU backend: the stream is ignored.
+  void set_stream(void* stream);
+  // Device bytes the layer allocated at construction (0 on the CPU backend).
+  std::size_t workspace_bytes() const;
 
  private:
   struct Impl;

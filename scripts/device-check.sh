@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Build and check moerun on a GPU machine, in one go:
+#   configure + build (Release, sm_90a, warnings as errors; GoogleTest / nlohmann-json / CLI11 from
+#   MOERUN_DEPS_DIR when the machine has no packages), every test (GPU ones included), the kernels'
+#   resource usage (local memory must be 0), then compute-sanitizer memcheck, racecheck and
+#   synccheck over a quick subset of the GPU tests.
+#
+# Usage: scripts/device-check.sh [deps_dir]
+#   deps_dir   googletest/, include/nlohmann, include/CLI (default: ../deps beside this checkout,
+#              i.e. .carry/deps when the checkout is .carry/wt); empty = use installed packages.
+# Environment: OUT (log folder; default ./device-logs), MOERUN_BUILD_DIR (default
+#   /tmp/moerun-build), CHECK_BUDGET_S (seconds this script may take, default 390; the sanitizer
+#   runs share what is left), MOERUN_CPU_THREADS (default: all cores).
+# Writes at most 8 files to $OUT: build.log ctest.log resources.txt sanitizer-{memcheck,racecheck,
+# synccheck}.log summary.txt.
+set -uo pipefail
+start=$(date +%s)
+budget=${CHECK_BUDGET_S:-390}
+repo=$(cd "$(dirname "$0")/.." && pwd)
+deps=${1-$repo/../deps}
+out=${OUT:-$repo/device-logs}
+build=${MOERUN_BUILD_DIR:-/tmp/moerun-build}
+mkdir -p "$out"
+summary=$out/summary.txt
+: >"$summary"
+note() { echo "$*" | tee -a "$summary"; }
+left() { echo $((budget - ($(date +%s) - start))); }
+
+{
+  nvidia-smi -L || true
+  cmake --version | head -1
+  nvcc --version | tail -2
+  deps_arg=()
+  [ -n "$deps" ] && deps_arg=(-DMOERUN_DEPS_DIR="$(cd "$deps" && pwd)")
+  cmake -S "$repo" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+    -DCMAKE_CUDA_ARCHITECTURES=90a -DMOERUN_WARNINGS_AS_ERRORS=ON \
+    -DCMAKE_POLICY_VERSION_MINIMUM=3.5 "${deps_arg[@]}"
+  ninja -C "$build" -j"$(nproc)"
+} >"$out/build.log" 2>&1
+build_rc=$?
+note "build: rc $build_rc ($(($(date +%s) - start)) s)"
+if [ $build_rc -ne 0 ]; then
+  tail -40 "$out/build.log"
+  exit 1
+fi
+
+ctest --test-dir "$build" --output-on-failure -j8 --timeout 240 >"$out/ctest.log" 2>&1
+note "ctest (all tests, gpu label included): rc $? ($(($(date +%s) - start)) s)"
+grep -E "tests passed|tests failed|The following tests|Failed|Not Run|\*\*\*" "$out/ctest.log" |
+  head -30 | tee -a "$summary"
+note "gpu tests skipped: $(grep -c 'no usable CUDA device' "$out/ctest.log")"
+
+# Kernels must not spill to local memory (STACK is the per-thread stack frame in bytes).
+cuobjdump -res-usage "$build/src/libmoerun.a" >"$out/resources.txt" 2>&1
+note "kernels with a stack frame: $(grep -c 'STACK:[1-9]' "$out/resources.txt")"
+
+quick='CudaRouting.*:CudaDispatch.*:CudaPermute.MatchesOracleBitwise:CudaSiluAndMul.*'
+quick+=':CudaCombine.OverlapWaitPassesThrough:CudaGroupedGemm.OverlapCounters'
+quick+=':CudaGroupedGemm.AwkwardRouting:CudaLayer.AwkwardRouting:CudaLayer.LayoutsOverlapAndRerunsAgreeBitwise'
+tools=(memcheck racecheck synccheck)
+for i in "${!tools[@]}"; do
+  tool=${tools[$i]}
+  remaining=$(left)
+  slot=$((remaining / (${#tools[@]} - i) - 5))
+  if [ "$slot" -lt 20 ]; then
+    note "sanitizer $tool: not run (budget spent)"
+    continue
+  fi
+  timeout "$slot" compute-sanitizer --tool "$tool" --error-exitcode 9 \
+    "$build/tests/cuda_test" --gtest_filter="$quick" >"$out/sanitizer-$tool.log" 2>&1
+  rc=$?
+  note "sanitizer $tool: rc $rc (0 clean, 9 errors found, 124 timed out after ${slot}s)" \
+    "$(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$out/sanitizer-$tool.log" | tail -1)" \
+    "tests run: $(grep -c '^\[       OK \]' "$out/sanitizer-$tool.log") ok," \
+    "$(grep -c '^\[  FAILED  \]' "$out/sanitizer-$tool.log") failed"
+done
+note "total: $(($(date +%s) - start)) s"

@@ -1,0 +1,61 @@
+// The CUDA backend of moerun::Layer: all stages on one stream, workspace allocated once.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "moerun/config.h"
+#include "moerun/layer.h"
+#include "moerun/tensor.h"
+#include "moerun/weights.h"
+
+namespace moerun::cuda {
+
+// Tokens up to which LayoutChoice::kAuto uses the masked layout: its GEMMs then have at most
+// M_max = 128 rows per expert, and its launches never depend on the routing.
+inline constexpr std::int64_t kMaskedMaxTokens = 128;
+
+// How the layer's one allocation is used for a given token cap.
+struct WorkspacePlan {
+  std::int64_t max_tokens = 0;
+  std::int64_t masked_max_tokens = 0;      // 0: the masked layout is never used
+  std::int64_t contiguous_max_tokens = 0;  // 0: the contiguous layout is never used
+  std::size_t bytes = 0;
+};
+
+// The plan for `options` (layout choice, max_tokens, workspace_limit_bytes); rejects a budget
+// that cannot hold the layout asked for, naming both sizes.
+WorkspacePlan plan_workspace(const MoeConfig& config, const LayerOptions& options);
+
+class LayerBackend {
+ public:
+  // `weights` are device views of this rank's E_l experts; they must outlive the layer.
+  LayerBackend(const MoeConfig& config, const MoeWeights& weights, const LayerOptions& options);
+  ~LayerBackend();
+  LayerBackend(const LayerBackend&) = delete;
+  LayerBackend& operator=(const LayerBackend&) = delete;
+
+  std::size_t workspace_bytes() const { return plan_.bytes; }
+  Layout layout_for(std::int64_t tokens) const;
+
+  // All tensors on the device; enqueued on `stream`, no synchronization. The launch sequence
+  // depends on T only (never on the routing), so a forward can be captured in a CUDA graph and
+  // replayed with new inputs of the same T.
+  void forward(const TensorView& hidden, const TensorView& router_logits, const TensorView& out,
+               cudaStream_t stream);
+  void forward_routed(const TensorView& hidden, const TensorView& topk_ids,
+                      const TensorView& topk_weights, const TensorView& out, cudaStream_t stream);
+
+ private:
+  void check_io(const TensorView& hidden, const TensorView& out) const;
+
+  MoeConfig config_;
+  MoeWeights weights_;
+  LayerOptions options_;
+  WorkspacePlan plan_;
+  void* workspace_ = nullptr;
+};
+
+}  // namespace moerun::cuda

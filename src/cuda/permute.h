@@ -1,0 +1,51 @@
+// CUDA stage 3: permute + quantize tokens into the masked or contiguous layout (DESIGN.md stage 3;
+// oracle cpu/permute.h). The layouts, and every written value, equal the oracle's bit for bit.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "moerun/config.h"
+#include "moerun/tensor.h"
+
+namespace moerun::cuda {
+
+// Row block of the GEMMs: M_max is a multiple of it and contiguous segments are padded to it.
+inline constexpr std::int64_t kPermuteAlignment = 128;
+// Local experts the permute kernels handle (shared-memory histograms of E_l ints x 9).
+inline constexpr int kPermuteMaxLocalExperts = 1024;
+
+// Where permute writes; all device views, preallocated by the caller.
+struct PermuteOutputs {
+  Layout layout = Layout::kMasked;
+  // masked [E_l, M_max, H]; contiguous [capacity, H] (capacity >= contiguous_capacity(T, k, E_l)).
+  // fp8_e4m3 for FP8 weights, bf16 otherwise. Rows past masked_m[e] (masked) and padding rows
+  // (contiguous) are never written.
+  TensorView tokens;
+  TensorView scales;     // FP8 only: [E_l, M_max, H / 128] or [capacity, H / 128] f32
+  TensorView masked_m;   // [E_l] i32: valid rows per expert (both layouts)
+  TensorView m_indices;  // contiguous only: [capacity] i32, expert of each row; -1 for padding
+                         // and for every row at or past M_sum
+  TensorView m_sum;      // contiguous only, optional: [1] i32, rows including padding
+  TensorView src2dst;    // [T, k] i32: row of each (token, slot), -1 when skipped
+};
+
+// Rows a contiguous layout of T tokens can need: each non-empty expert pads to 128 rows.
+std::int64_t contiguous_capacity(std::int64_t tokens, std::int64_t top_k, int num_local_experts);
+
+// Scratch bytes permute needs for T tokens.
+std::size_t permute_workspace_bytes(std::int64_t tokens, std::int64_t top_k, int num_local_experts);
+
+// hidden [T, H] bf16 and local_ids [T, k] i32 in [-1, E_l) (device) -> `out`.
+// The ids must be distinct per token (as the oracle checks); this is not validated on the
+// device. An id outside [-1, E_l), or a masked row that would land at or past M_max (only
+// possible with duplicate ids), is skipped (src2dst -1) rather than written out of bounds.
+// Launch sequence: 3 small kernels (count, scan, positions) + the gather; grid sizes depend on T
+// and the capacity only, never on the routing, so the whole stage is CUDA-graph capturable.
+void permute(const TensorView& hidden, const TensorView& local_ids, int num_local_experts,
+             DType weight_dtype, const PermuteOutputs& out, void* workspace,
+             std::size_t workspace_bytes, cudaStream_t stream);
+
+}  // namespace moerun::cuda

@@ -6,8 +6,10 @@
 #include <cstdint>
 #include <cstring>
 #include <random>
+#include <string>
 #include <vector>
 
+#include "moerun/errors.h"
 #include "moerun/host_tensor.h"
 
 namespace moerun::test {
@@ -72,6 +74,21 @@ inline HostTensor random_f32(std::int64_t rows, std::int64_t cols, std::uint64_t
   for (std::int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = dist(rng);
   return t;
 }
+
+// Runs `body`, expects a moerun::Error, and returns its message.
+template <class Body>
+std::string error_of(Body&& body) {
+  try {
+    body();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "no moerun::Error thrown";
+  return "";
+}
+
+#define EXPECT_CONTAINS(text, part) \
+  EXPECT_NE((text).find(part), std::string::npos) << "expected '" << (part) << "' in: " << (text)
 
 inline bool bitwise_equal(const HostTensor& a, const HostTensor& b) {
   return a.nbytes() == b.nbytes() && std::memcmp(a.view().data(), b.view().data(), a.nbytes()) == 0;

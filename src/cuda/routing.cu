@@ -36,6 +36,20 @@ __device__ __forceinline__ bool ranks_before(float va, int a, float vb, int b) {
   return va > vb || (va == vb && a < b);
 }
 
+// Reduces each lane's candidate (best_v, best_i; best_i < 0 = none) to the warp's best, in every
+// lane.
+__device__ __forceinline__ void warp_reduce_best(float& best_v, int& best_i) {
+#pragma unroll
+  for (int offset = kWarpSize / 2; offset >= 1; offset /= 2) {
+    const float other_v = __shfl_xor_sync(0xffffffffu, best_v, offset);
+    const int other_i = __shfl_xor_sync(0xffffffffu, best_i, offset);
+    if (other_i >= 0 && (best_i < 0 || ranks_before(other_v, other_i, best_v, best_i))) {
+      best_v = other_v;
+      best_i = other_i;
+    }
+  }
+}
+
 // The index of the best value (larger first, lower index on ties) over values[0, count), reduced
 // over the warp; every lane gets it.
 __device__ __forceinline__ int warp_argmax(const float* values, int count, int lane) {
@@ -48,15 +62,7 @@ __device__ __forceinline__ int warp_argmax(const float* values, int count, int l
       best_i = i;
     }
   }
-#pragma unroll
-  for (int offset = kWarpSize / 2; offset >= 1; offset /= 2) {
-    const float other_v = __shfl_xor_sync(0xffffffffu, best_v, offset);
-    const int other_i = __shfl_xor_sync(0xffffffffu, best_i, offset);
-    if (other_i >= 0 && (best_i < 0 || ranks_before(other_v, other_i, best_v, best_i))) {
-      best_v = other_v;
-      best_i = other_i;
-    }
-  }
+  warp_reduce_best(best_v, best_i);
   return best_i;
 }
 
@@ -155,15 +161,7 @@ __global__ void route_kernel(RoutingParams p) {
           best_g = g;
         }
       }
-#pragma unroll
-      for (int offset = kWarpSize / 2; offset >= 1; offset /= 2) {
-        const float ov = __shfl_xor_sync(0xffffffffu, best_v, offset);
-        const int og = __shfl_xor_sync(0xffffffffu, best_g, offset);
-        if (og >= 0 && (best_g < 0 || ranks_before(ov, og, best_v, best_g))) {
-          best_v = ov;
-          best_g = og;
-        }
-      }
+      warp_reduce_best(best_v, best_g);
       __syncwarp();
       if (lane == 0) exps[best_g] = -INFINITY;  // mark kept
       __syncwarp();

@@ -8,6 +8,7 @@
 
 #include "fixture.h"
 #include "moerun/errors.h"
+#include "test_util.h"
 
 namespace moerun::io {
 namespace {
@@ -15,19 +16,7 @@ namespace {
 using test::Fixture;
 using test::TempDir;
 
-template <class Body>
-std::string error_of(Body&& body) {
-  try {
-    body();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "no moerun::Error thrown";
-  return "";
-}
-
-#define EXPECT_CONTAINS(text, part) \
-  EXPECT_NE((text).find(part), std::string::npos) << "expected '" << (part) << "' in: " << (text)
+using test::error_of;
 
 // Rewrites an unsharded fixture's model.safetensors with `replace` applied to its tensors.
 template <class Edit>

@@ -8,23 +8,14 @@
 
 #include "fixture.h"
 #include "moerun/errors.h"
+#include "test_util.h"
 
 namespace moerun::io {
 namespace {
 
 using test::TempDir;
 
-// Runs `body`, expects a moerun::Error, and returns its message.
-template <class Body>
-std::string error_of(Body&& body) {
-  try {
-    body();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "no moerun::Error thrown";
-  return "";
-}
+using test::error_of;
 
 std::vector<std::byte> iota_bytes(std::size_t n) {
   std::vector<std::byte> v(n);

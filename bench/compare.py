@@ -128,7 +128,23 @@ def deep_gemm_module():
         import deep_gemm  # noqa: PLC0415
         return deep_gemm, None
     except Exception as e:  # noqa: BLE001
-        return None, f"{type(e).__name__}: {e}"
+        return None, f"{type(e).__name__}: {e}{dlopen_reason('deep_gemm')}"
+
+
+def dlopen_reason(package):
+    """The dynamic loader's own words on a package's extension, which Python's error hides."""
+    import ctypes  # noqa: PLC0415
+    import glob  # noqa: PLC0415
+    import importlib.util  # noqa: PLC0415
+    spec = importlib.util.find_spec(package)
+    if not spec or not spec.submodule_search_locations:
+        return ""
+    for lib in glob.glob(os.path.join(spec.submodule_search_locations[0], "*.so")):
+        try:
+            ctypes.CDLL(lib)
+        except OSError as e:
+            return f" (dlopen: {e})"
+    return ""
 
 
 def peer_deep_gemm_fp8(dg, layout, g, m, n, k):
@@ -171,14 +187,33 @@ def peer_deep_gemm_bf16(dg, layout, g, m, n, k):
     return median_time_ms(lambda a, b, d, mm: dg.m_grouped_bf16_gemm_nt_masked(a, b, d, mm, m), sets)
 
 
+def blockwise_scaled_mm_variants(m, n, k):
+    """Scale layouts to try for torch._scaled_mm with 1x128 x 128x128 block scales; torch versions
+    differ in which they accept (the activation scales outer-dim-major, the weight scales as
+    [N/128, K/128] or [K/128, N/128])."""
+    sa_outer = torch.ones(k // 128, m, device=DEVICE, dtype=torch.float32).t()
+    sa_row = torch.ones(m, k // 128, device=DEVICE, dtype=torch.float32)
+    sb_nk = torch.ones(n // 128, k // 128, device=DEVICE, dtype=torch.float32)
+    sb_kn = torch.ones(k // 128, n // 128, device=DEVICE, dtype=torch.float32)
+    return [("sa outer-major, sb [N/128,K/128]", sa_outer, sb_nk),
+            ("sa outer-major, sb [K/128,N/128]", sa_outer, sb_kn),
+            ("sa outer-major, sb [N/128,K/128]^T", sa_outer, sb_nk.t()),
+            ("sa row-major, sb [N/128,K/128]", sa_row, sb_nk)]
+
+
 def peer_cublaslt_blockwise_fp8(m, n, k):
     """Dense FP8 with 1x128 activation and 128x128 weight scales through torch._scaled_mm."""
     a = fp8(torch.randn(m, k, device=DEVICE))
     b = fp8(torch.randn(n, k, device=DEVICE))
-    # cuBLASLt wants the activation scales outer-dim-major: a [K/128, M] buffer viewed as [M, K/128].
-    sa = torch.ones(k // 128, m, device=DEVICE, dtype=torch.float32).t()
-    sb = torch.ones(n // 128, k // 128, device=DEVICE, dtype=torch.float32)
-    return median_time_ms(lambda: torch._scaled_mm(a, b.t(), sa, sb, out_dtype=torch.bfloat16), [()])
+    errors = []
+    for name, sa, sb in blockwise_scaled_mm_variants(m, n, k):
+        try:
+            torch._scaled_mm(a, b.t(), sa, sb, out_dtype=torch.bfloat16)
+        except Exception as e:  # noqa: BLE001
+            errors.append(f"{name}: {str(e).splitlines()[0][:60]}")
+            continue
+        return median_time_ms(lambda: torch._scaled_mm(a, b.t(), sa, sb, out_dtype=torch.bfloat16), [()])
+    raise RuntimeError("no scale layout accepted (" + "; ".join(errors) + ")")
 
 
 def timed(fn, *args):

@@ -284,7 +284,7 @@ def roofline_png(path, ceilings, points):
         print(f"roofline: matplotlib unavailable ({e})", file=sys.stderr)
         return
     fig, ax = plt.subplots(figsize=(8, 5))
-    xs = [2**i for i in range(0, 13)]
+    xs = [2 ** (i / 8) for i in range(0, 13 * 8)]
     for label, peak in (("FP8", ceilings["fp8_tflops"]), ("BF16", ceilings["bf16_tflops"])):
         if math.isfinite(peak):
             ax.plot(xs, [min(peak, x * ceilings["copy_gbs"] / 1e3) for x in xs], label=f"{label} roof")

@@ -1,0 +1,90 @@
+// Persistent tile scheduler of the grouped GEMM: CTA b of a grid of G takes the tiles b, b + G,
+// b + 2G, ... of one sequence; the TMA producer and the math warpgroups each walk it with their own
+// copy and see the same tiles in the same order.
+//
+// Tile order: group by group, then row block by row block, then N block (the N blocks of one row
+// block run side by side on neighbouring CTAs, so its A rows are read from DRAM once).
+//  - masked: group e has ceil(masked_m[e] / BLOCK_M) row blocks; experts with no rows have no
+//    tiles at all (nothing loaded, nothing computed);
+//  - contiguous: row block i of M_sum is a tile row when m_indices[i * BLOCK_M] is a local expert;
+//    a padding block (-1: segments are 128-aligned, so its first row decides) is skipped before
+//    any load. `used_row_blocks` (one past the last valid block, found once per CTA) ends the walk,
+//    so the padding past M_sum costs nothing.
+#pragma once
+
+#include "cuda/gemm/sm90_params.h"
+
+namespace moerun::cuda::sm90 {
+
+struct Tile {
+  int expert;
+  int n_block;
+  int a_row;       // TMA row coordinate inside the group (masked) or in M_sum (contiguous)
+  int a_group;     // TMA group coordinate (masked: the expert; contiguous: 0)
+  long long row0;  // first row of the tile in A's rows / out's rows (flattened)
+  int valid_rows;  // masked: rows of the tile below masked_m (>= 1); contiguous: BLOCK_M
+};
+
+template <int BLOCK_M>
+class Scheduler {
+ public:
+  __device__ Scheduler(const GroupedGemmParams& p, int used_row_blocks)
+      : masked_m_(p.masked_m),
+        m_indices_(p.m_indices),
+        m_max_(p.m_max),
+        n_blocks_(p.n_blocks),
+        experts_(p.experts),
+        used_row_blocks_(used_row_blocks),
+        next_(static_cast<int>(blockIdx.x)) {}
+
+  // The next tile of this CTA, or false when none is left.
+  __device__ bool next(Tile& tile) {
+    for (;;) {
+      const int index = next_;
+      next_ += static_cast<int>(gridDim.x);
+      if (masked_m_ != nullptr) {
+        while (index >= group_begin_ + group_tiles_) {
+          group_begin_ += group_tiles_;
+          if (++group_ >= experts_) return false;
+          group_rows_ = min(max(__ldg(masked_m_ + group_), 0), m_max_);
+          group_tiles_ = (group_rows_ + BLOCK_M - 1) / BLOCK_M * n_blocks_;
+        }
+        const int local = index - group_begin_;
+        const int m0 = local / n_blocks_ * BLOCK_M;
+        tile.expert = group_;
+        tile.n_block = local % n_blocks_;
+        tile.a_row = m0;
+        tile.a_group = group_;
+        tile.row0 = static_cast<long long>(group_) * m_max_ + m0;
+        tile.valid_rows = min(BLOCK_M, group_rows_ - m0);
+        return true;
+      }
+      if (index >= used_row_blocks_ * n_blocks_) return false;
+      const int row0 = index / n_blocks_ * BLOCK_M;
+      const int expert = __ldg(m_indices_ + row0);
+      if (expert < 0 || expert >= experts_) continue;  // padding block: no loads, no math
+      tile.expert = expert;
+      tile.n_block = index % n_blocks_;
+      tile.a_row = row0;
+      tile.a_group = 0;
+      tile.row0 = row0;
+      tile.valid_rows = BLOCK_M;
+      return true;
+    }
+  }
+
+ private:
+  const int* masked_m_;
+  const int* m_indices_;
+  int m_max_;
+  int n_blocks_;
+  int experts_;
+  int used_row_blocks_;
+  int next_;
+  int group_ = -1;
+  int group_begin_ = 0;
+  int group_tiles_ = 0;
+  int group_rows_ = 0;
+};
+
+}  // namespace moerun::cuda::sm90

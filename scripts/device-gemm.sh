@@ -8,7 +8,8 @@
 # Environment: OUT (logs; default ./device-logs), MOERUN_BUILD_DIR (default /tmp/moerun-build),
 #   CHECK_BUDGET_S (default 280), GEMM_TEST_FILTER (default 'CudaGroupedGemm.*:CudaLayer.*'),
 #   GEMM_SANITIZE (default 1), MOERUN_CPU_THREADS.
-# Writes to $OUT: build.log sass.txt resources.txt tests.log bench.txt sanitizer.log summary.txt.
+# Writes to $OUT: build.log sass.txt resources.txt smoke.log tests.log bench.txt sanitizer.log
+# summary.txt.
 set -uo pipefail
 start=$(date +%s)
 budget=${CHECK_BUDGET_S:-280}
@@ -45,6 +46,16 @@ note "sass check: rc $? ($(grep -c ': ok ' "$out/sass.txt") kernels ok)"
 cuobjdump -res-usage "$build/src/libmoerun.a" 2>&1 | grep -A1 grouped_gemm_kernel >"$out/resources.txt"
 note "gemm kernels: $(grep -o 'REG:[0-9]* STACK:[0-9]*' "$out/resources.txt" | tr '\n' ' ')"
 
+# Smoke first, with a short limit: a kernel that hangs must not eat the whole budget.
+timeout 90 "$build/tests/cuda_test" --gtest_filter='CudaGroupedGemm.AwkwardRouting' \
+  >"$out/smoke.log" 2>&1
+smoke_rc=$?
+note "smoke (CudaGroupedGemm.AwkwardRouting): rc $smoke_rc ($(($(date +%s) - start)) s)"
+if [ $smoke_rc -eq 124 ]; then
+  note "smoke test timed out (a hang?): stopping"
+  tail -20 "$out/smoke.log"
+  exit 1
+fi
 filter=${GEMM_TEST_FILTER:-'CudaGroupedGemm.*:CudaLayer.*'}
 timeout $(($(left) - 60)) "$build/tests/cuda_test" --gtest_filter="$filter" >"$out/tests.log" 2>&1
 note "tests ($filter): rc $? ($(($(date +%s) - start)) s)"

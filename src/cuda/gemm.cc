@@ -134,6 +134,9 @@ Operands check_operands(const GemmOperand& a, const GemmOperand& b, const Tensor
                   a.scale.device().type == DeviceType::kCuda,
               "A scale", "f32 on cuda with " + std::to_string(k / kQuantGroup) + " scales per row",
               a.scale.defined() ? a.scale.shape_string() : std::string("none"));
+    // The kernel's weight-scale offsets are 32-bit.
+    check_arg(experts * (n / kQuantGroup) * (k / kQuantGroup) < (std::int64_t{1} << 31), "B scale",
+              "fewer than 2^31 blocks", experts * (n / kQuantGroup) * (k / kQuantGroup));
     p.a_scale = a.scale.data_as<const float>();
     p.b_scale = b.scale.data_as<const float>();
   } else {
@@ -153,11 +156,13 @@ Operands check_operands(const GemmOperand& a, const GemmOperand& b, const Tensor
   return o;
 }
 
-// Picks the variant, builds the maps and launches. `a_rows`/`a_groups`: A's TMA view.
-void run(Operands& o, std::int64_t a_rows, std::int64_t a_groups, std::int64_t rows_per_group,
-         cudaStream_t stream) {
+// Picks the variant (for `groups` groups of `rows_per_group` rows), builds the maps and launches.
+// `a_rows`/`a_groups`: A's TMA view.
+void run(Operands& o, std::int64_t a_rows, std::int64_t a_groups, std::int64_t groups,
+         std::int64_t rows_per_group, cudaStream_t stream) {
   const int num_sms = sm_count();
-  const GemmChoice choice = choose_gemm_variant({o.fp8, rows_per_group, o.n, o.k, num_sms});
+  const GemmChoice choice =
+      choose_gemm_variant({o.fp8, static_cast<int>(groups), rows_per_group, o.n, o.k, num_sms});
   const sm90::VariantShape shape = sm90::variant_shape(choice.variant);
   sm90::GroupedGemmParams& p = o.params;
   p.n_blocks = static_cast<int>(ceil_div<std::int64_t>(o.n, shape.block_n));
@@ -198,7 +203,7 @@ std::optional<OverlapReport> grouped_gemm_masked(const GemmOperand& a, const Gem
     report = OverlapReport{kGemmBlockM, static_cast<int>(ceil_div<std::int64_t>(o.n, kGemmBlockN))};
   }
   if (experts * m_max > 0) {
-    run(o, m_max, experts, expected_m > 0 ? std::min(expected_m, m_max) : m_max, stream);
+    run(o, m_max, experts, experts, expected_m > 0 ? std::min(expected_m, m_max) : m_max, stream);
   }
   return report;
 }
@@ -212,7 +217,9 @@ void grouped_gemm_contiguous(const GemmOperand& a, const GemmOperand& b,
   Operands o = check_operands(a, b, out, rows);
   check_tensor(m_indices, "m_indices", DType::kI32, {rows}, DeviceType::kCuda);
   o.params.m_indices = m_indices.data_as<const int>();
-  if (rows > 0) run(o, rows, 1, rows / std::max<std::int64_t>(1, o.experts), stream);
+  // The heuristic sees the row blocks as they are: one group of M_sum rows (segments are
+  // 128-aligned, so no variant computes padding beyond its own rows).
+  if (rows > 0) run(o, rows, 1, 1, rows, stream);
 }
 
 }  // namespace moerun::cuda

@@ -20,6 +20,8 @@
 namespace moerun::test {
 namespace {
 
+using sm90_variant_t = cuda::sm90::GemmVariant;
+
 struct GemmCase {
   DType dtype;
   std::int64_t n, k;  // weights [E_l, N, K]
@@ -177,6 +179,33 @@ GemmResult check_gemm(const GemmCase& c, Layout layout, std::int64_t tokens, con
   return {std::move(a), std::move(got)};
 }
 
+// Forces one kernel variant for the scope (tests every tile shape the heuristic can pick).
+class ForcedVariant {
+ public:
+  explicit ForcedVariant(sm90_variant_t v) {
+    cuda::force_gemm_variant_for_testing(static_cast<int>(v));
+  }
+  ~ForcedVariant() { cuda::force_gemm_variant_for_testing(-1); }
+  ForcedVariant(const ForcedVariant&) = delete;
+  ForcedVariant& operator=(const ForcedVariant&) = delete;
+};
+
+std::vector<sm90_variant_t> variants_of(DType dtype) {
+  std::vector<sm90_variant_t> out;
+  for (int v = 0; v < cuda::sm90::kNumGemmVariants; ++v) {
+    const auto variant = static_cast<sm90_variant_t>(v);
+    if (cuda::sm90::variant_shape(variant).fp8 == (dtype == DType::kFP8E4M3))
+      out.push_back(variant);
+  }
+  return out;
+}
+
+std::string variant_name(sm90_variant_t v) {
+  const cuda::sm90::VariantShape s = cuda::sm90::variant_shape(v);
+  return std::string(s.fp8 ? "fp8" : "bf16") + "_M" + std::to_string(s.block_m) + "N" +
+         std::to_string(s.block_n);
+}
+
 // ids [T, 1] sending counts[e] consecutive tokens to expert e (exact rows per group).
 HostTensor ids_with_counts(const std::vector<int>& counts) {
   std::int64_t tokens = 0;
@@ -208,51 +237,62 @@ TEST(CudaGroupedGemm, MatchesOracle) {
   }
 }
 
-// Rows per group 0, 1, 127, 128, 129, 300 (and the rest of M_max), in both layouts, with the
-// 128-row tiles (masked, expected_m unknown) and the 64-row tiles (expected_m 1).
+// Rows per group 0, 1, 127, 128, 129, 300 (and the rest of M_max), in both layouts, with every
+// kernel variant (tile shape) of the dtype.
 TEST(CudaGroupedGemm, GroupSizes) {
   MOERUN_REQUIRE_GPU();
   const std::vector<int> counts = {0, 1, 127, 128, 129, 300};
   const HostTensor ids = ids_with_counts(counts);
-  for (const GemmCase& c : kCases) {
-    check_gemm(c, Layout::kContiguous, ids.size(0), ids, "sizes_0_1_127_128_129_300");
-    for (std::int64_t expected_m : {0, 1}) {
-      check_gemm(c, Layout::kMasked, ids.size(0), ids, "sizes_0_1_127_128_129_300", false,
-                 expected_m);
+  for (GemmCase c : kCases) {
+    c.experts = static_cast<int>(counts.size());
+    for (sm90_variant_t v : variants_of(c.dtype)) {
+      SCOPED_TRACE(variant_name(v));
+      const ForcedVariant forced(v);
+      for (Layout layout : {Layout::kMasked, Layout::kContiguous}) {
+        check_gemm(c, layout, ids.size(0), ids, "sizes_0_1_127_128_129_300");
+      }
     }
   }
 }
 
-// A row's results depend neither on the tile shape (64- or 128-row tiles) nor on the layout: the
-// valid rows of masked (both tile shapes) and contiguous outputs agree bit for bit.
+// A row's results depend neither on the tile shape nor on the layout: the valid rows of every
+// variant's masked and contiguous outputs agree bit for bit.
 TEST(CudaGroupedGemm, TileShapesAndLayoutsAgreeBitwise) {
   MOERUN_REQUIRE_GPU();
   const std::vector<int> counts = {3, 0, 64, 65, 200, 1};
   const HostTensor ids = ids_with_counts(counts);
-  for (const GemmCase& c : kCases) {
-    SCOPED_TRACE(case_name(c, Layout::kMasked, ids.size(0), "bitwise", 0));
+  for (GemmCase c : kCases) {
+    c.experts = static_cast<int>(counts.size());
     const std::uint64_t seed = fresh_seed();
-    const GemmResult wide =
-        check_gemm(c, Layout::kMasked, ids.size(0), ids, "bitwise", false, 0, seed);
-    const GemmResult narrow =
-        check_gemm(c, Layout::kMasked, ids.size(0), ids, "bitwise", false, 1, seed);
-    const GemmResult contiguous =
-        check_gemm(c, Layout::kContiguous, ids.size(0), ids, "bitwise", false, 0, seed);
-    // Masked row (e, i) is contiguous row segment_start[e] + i (segments in expert order).
-    std::int64_t mismatched_tile = 0, mismatched_layout = 0, segment = 0;
-    for (int e = 0; e < c.experts; ++e) {
-      for (int i = 0; i < counts[e]; ++i) {
-        const std::int64_t row = e * wide.a.m_max + i;
-        mismatched_tile += !same_row(wide.got, narrow.got, row, c.n);
-        const std::size_t bytes = static_cast<std::size_t>(c.n) * 2;
-        mismatched_layout +=
-            std::memcmp(element_bytes(wide.got, row * c.n),
-                        element_bytes(contiguous.got, (segment + i) * c.n), bytes) != 0;
-      }
-      segment += (counts[e] + 127) / 128 * 128;
+    std::vector<GemmResult> masked, contiguous;
+    std::vector<std::string> names;
+    for (sm90_variant_t v : variants_of(c.dtype)) {
+      const ForcedVariant forced(v);
+      names.push_back(variant_name(v));
+      masked.push_back(check_gemm(c, Layout::kMasked, ids.size(0), ids, "bitwise", false, 0, seed));
+      contiguous.push_back(
+          check_gemm(c, Layout::kContiguous, ids.size(0), ids, "bitwise", false, 0, seed));
     }
-    EXPECT_EQ(mismatched_tile, 0) << "64- vs 128-row tiles";
-    EXPECT_EQ(mismatched_layout, 0) << "masked vs contiguous";
+    const GemmResult& ref = masked[0];
+    for (std::size_t i = 0; i < names.size(); ++i) {
+      SCOPED_TRACE(case_name(c, Layout::kMasked, ids.size(0), "bitwise", 0) + " " + names[i] +
+                   " vs " + names[0]);
+      // Masked row (e, i) is contiguous row segment_start[e] + i (segments in expert order).
+      std::int64_t mismatched_masked = 0, mismatched_contiguous = 0, segment = 0;
+      const std::size_t bytes = static_cast<std::size_t>(c.n) * 2;
+      for (int e = 0; e < c.experts; ++e) {
+        for (int r = 0; r < counts[e]; ++r) {
+          const std::int64_t row = e * ref.a.m_max + r;
+          mismatched_masked += !same_row(ref.got, masked[i].got, row, c.n);
+          mismatched_contiguous +=
+              std::memcmp(element_bytes(ref.got, row * c.n),
+                          element_bytes(contiguous[i].got, (segment + r) * c.n), bytes) != 0;
+        }
+        segment += (counts[e] + 127) / 128 * 128;
+      }
+      EXPECT_EQ(mismatched_masked, 0) << "masked rows differ";
+      EXPECT_EQ(mismatched_contiguous, 0) << "contiguous rows differ";
+    }
   }
 }
 
@@ -278,8 +318,13 @@ TEST(CudaGroupedGemm, OverlapCounters) {
   MOERUN_REQUIRE_GPU();
   for (const GemmCase& c : {kCases[1], kCases[2]}) {
     const HostTensor ids = random_local_ids(200, 3, c.experts, 0.1, 5);
-    for (std::int64_t expected_m : {0, 1}) {
+    for (std::int64_t expected_m : {0, 1}) {  // 128-row and 64-row tiles
       check_gemm(c, Layout::kMasked, 200, ids, "random", /*signal=*/true, expected_m);
+    }
+    for (sm90_variant_t v : variants_of(c.dtype)) {
+      SCOPED_TRACE(variant_name(v));
+      const ForcedVariant forced(v);
+      check_gemm(c, Layout::kMasked, 200, ids, "random", /*signal=*/true);
     }
   }
 }
@@ -368,95 +413,100 @@ TEST(CudaGroupedGemmBench, Issue4Shapes) {
           cuda::grouped_gemm_contiguous(da, db, d_m_indices.view(), out.view(), nullptr);
         }
       };
-      for (int i = 0; i < 3; ++i) run();
-      MOERUN_CUDA_CHECK(cudaDeviceSynchronize());
-      cudaEvent_t start, stop;
-      MOERUN_CUDA_CHECK(cudaEventCreate(&start));
-      MOERUN_CUDA_CHECK(cudaEventCreate(&stop));
-      std::vector<float> ms;
-      for (int i = 0; i < 20; ++i) {
-        MOERUN_CUDA_CHECK(cudaEventRecord(start));
-        run();
-        MOERUN_CUDA_CHECK(cudaEventRecord(stop));
-        MOERUN_CUDA_CHECK(cudaEventSynchronize(stop));
-        float t = 0;
-        MOERUN_CUDA_CHECK(cudaEventElapsedTime(&t, start, stop));
-        ms.push_back(t);
-      }
-      MOERUN_CUDA_CHECK(cudaEventDestroy(start));
-      MOERUN_CUDA_CHECK(cudaEventDestroy(stop));
-      std::sort(ms.begin(), ms.end());
-      const double sec = ms[ms.size() / 2] * 1e-3;
-      const double m_total = double(s.groups) * s.m;
-      const double flops = 2.0 * m_total * s.n * s.k;
-      const double elem = fp8 ? 1.0 : 2.0;
-      const double bytes =
-          (m_total * s.k + double(s.groups) * s.n * s.k) * elem + m_total * s.n * 2;
-      const std::int64_t per_group = s.masked ? s.m : rows / s.groups;
-      const cuda::GemmChoice choice = cuda::choose_gemm_variant({fp8, per_group, s.n, s.k, 0});
-      std::printf("GEMMBENCH | %s | %s | %d x %d | %d | %d | %.1f | %.0f | %.0f | %s\n",
-                  fp8 ? "fp8" : "bf16", s.masked ? "masked" : "contiguous", s.groups, s.m, s.n, s.k,
-                  sec * 1e6, flops / sec * 1e-12, bytes / sec * 1e-9, choice.reason);
-      // Spot check of a few rows and columns in fp64 (the tests cover every element on small
-      // shapes; this covers large K, N and row indices).
-      const HostTensor first = out.to_host();
-      {
-        const std::size_t es = fp8 ? 1 : 2;
-        auto value = [&](const std::vector<std::uint8_t>& data, std::int64_t i) -> double {
-          if (fp8) return fp8e4m3_to_float(fp8e4m3{data[static_cast<std::size_t>(i)]});
-          bf16 v;
-          std::memcpy(&v, &data[static_cast<std::size_t>(i) * 2], 2);
-          return bf16_to_float(v);
-        };
-        double diff = 0, norm = 0;
-        for (int e : {0, s.groups - 1}) {
-          for (int i : {0, s.m - 1}) {
-            const std::int64_t row = (s.masked ? e * m_max : std::int64_t{e} * s.m) + i;
-            std::vector<std::uint8_t> a_row(static_cast<std::size_t>(s.k) * es);
-            MOERUN_CUDA_CHECK(cudaMemcpy(a_row.data(),
-                                         static_cast<std::uint8_t*>(a.view().data()) +
-                                             row * s.k * static_cast<std::int64_t>(es),
-                                         a_row.size(), cudaMemcpyDeviceToHost));
-            std::vector<float> sa(static_cast<std::size_t>(kb)), sb(static_cast<std::size_t>(kb));
-            if (fp8) {
-              MOERUN_CUDA_CHECK(cudaMemcpy(sa.data(), a_scale.view().data_as<float>() + row * kb,
-                                           kb * sizeof(float), cudaMemcpyDeviceToHost));
-            }
-            for (int col : {0, 129, s.n - 1}) {
-              std::vector<std::uint8_t> b_row(static_cast<std::size_t>(s.k) * es);
-              MOERUN_CUDA_CHECK(cudaMemcpy(
-                  b_row.data(),
-                  static_cast<std::uint8_t*>(b.view().data()) +
-                      (std::int64_t{e} * s.n + col) * s.k * static_cast<std::int64_t>(es),
-                  b_row.size(), cudaMemcpyDeviceToHost));
+      // As the launchers ask (masked: groups x expected_m; contiguous: one group of M_sum rows).
+      const cuda::GemmChoice choice = cuda::choose_gemm_variant(
+          {fp8, s.masked ? s.groups : 1, s.masked ? std::int64_t{s.m} : rows, s.n, s.k, 132});
+      for (sm90_variant_t variant : variants_of(dtype)) {
+        const ForcedVariant forced(variant);
+        for (int i = 0; i < 3; ++i) run();
+        MOERUN_CUDA_CHECK(cudaDeviceSynchronize());
+        cudaEvent_t start, stop;
+        MOERUN_CUDA_CHECK(cudaEventCreate(&start));
+        MOERUN_CUDA_CHECK(cudaEventCreate(&stop));
+        std::vector<float> ms;
+        for (int i = 0; i < 20; ++i) {
+          MOERUN_CUDA_CHECK(cudaEventRecord(start));
+          run();
+          MOERUN_CUDA_CHECK(cudaEventRecord(stop));
+          MOERUN_CUDA_CHECK(cudaEventSynchronize(stop));
+          float t = 0;
+          MOERUN_CUDA_CHECK(cudaEventElapsedTime(&t, start, stop));
+          ms.push_back(t);
+        }
+        MOERUN_CUDA_CHECK(cudaEventDestroy(start));
+        MOERUN_CUDA_CHECK(cudaEventDestroy(stop));
+        std::sort(ms.begin(), ms.end());
+        const double sec = ms[ms.size() / 2] * 1e-3;
+        const double m_total = double(s.groups) * s.m;
+        const double flops = 2.0 * m_total * s.n * s.k;
+        const double elem = fp8 ? 1.0 : 2.0;
+        const double bytes =
+            (m_total * s.k + double(s.groups) * s.n * s.k) * elem + m_total * s.n * 2;
+        std::printf("GEMMBENCH | %s | %s | %d x %d | %d | %d | %.1f | %.0f | %.0f | %s%s\n",
+                    fp8 ? "fp8" : "bf16", s.masked ? "masked" : "contiguous", s.groups, s.m, s.n,
+                    s.k, sec * 1e6, flops / sec * 1e-12, bytes / sec * 1e-9,
+                    variant_name(variant).c_str(), variant == choice.variant ? " (heuristic)" : "");
+        // Spot check of a few rows and columns in fp64 (the tests cover every element on small
+        // shapes; this covers large K, N and row indices).
+        const HostTensor first = out.to_host();
+        {
+          const std::size_t es = fp8 ? 1 : 2;
+          auto value = [&](const std::vector<std::uint8_t>& data, std::int64_t i) -> double {
+            if (fp8) return fp8e4m3_to_float(fp8e4m3{data[static_cast<std::size_t>(i)]});
+            bf16 v;
+            std::memcpy(&v, &data[static_cast<std::size_t>(i) * 2], 2);
+            return bf16_to_float(v);
+          };
+          double diff = 0, norm = 0;
+          for (int e : {0, s.groups - 1}) {
+            for (int i : {0, s.m - 1}) {
+              const std::int64_t row = (s.masked ? e * m_max : std::int64_t{e} * s.m) + i;
+              std::vector<std::uint8_t> a_row(static_cast<std::size_t>(s.k) * es);
+              MOERUN_CUDA_CHECK(cudaMemcpy(a_row.data(),
+                                           static_cast<std::uint8_t*>(a.view().data()) +
+                                               row * s.k * static_cast<std::int64_t>(es),
+                                           a_row.size(), cudaMemcpyDeviceToHost));
+              std::vector<float> sa(static_cast<std::size_t>(kb)), sb(static_cast<std::size_t>(kb));
               if (fp8) {
+                MOERUN_CUDA_CHECK(cudaMemcpy(sa.data(), a_scale.view().data_as<float>() + row * kb,
+                                             kb * sizeof(float), cudaMemcpyDeviceToHost));
+              }
+              for (int col : {0, 129, s.n - 1}) {
+                std::vector<std::uint8_t> b_row(static_cast<std::size_t>(s.k) * es);
                 MOERUN_CUDA_CHECK(cudaMemcpy(
-                    sb.data(), b_scale.view().data_as<float>() + (e * nb + col / 128) * kb,
-                    kb * sizeof(float), cudaMemcpyDeviceToHost));
+                    b_row.data(),
+                    static_cast<std::uint8_t*>(b.view().data()) +
+                        (std::int64_t{e} * s.n + col) * s.k * static_cast<std::int64_t>(es),
+                    b_row.size(), cudaMemcpyDeviceToHost));
+                if (fp8) {
+                  MOERUN_CUDA_CHECK(cudaMemcpy(
+                      sb.data(), b_scale.view().data_as<float>() + (e * nb + col / 128) * kb,
+                      kb * sizeof(float), cudaMemcpyDeviceToHost));
+                }
+                double ref = 0;
+                for (std::int64_t blk = 0; blk < (s.k + 127) / 128; ++blk) {
+                  double part = 0;
+                  for (std::int64_t j = blk * 128; j < std::min<std::int64_t>(s.k, blk * 128 + 128);
+                       ++j)
+                    part += value(a_row, j) * value(b_row, j);
+                  ref += fp8 ? part * sa[static_cast<std::size_t>(blk)] *
+                                   sb[static_cast<std::size_t>(blk)]
+                             : part;
+                }
+                const double gpu = bf16_to_float(first.data<bf16>()[row * s.n + col]);
+                diff += (gpu - ref) * (gpu - ref);
+                norm += ref * ref;
               }
-              double ref = 0;
-              for (std::int64_t blk = 0; blk < (s.k + 127) / 128; ++blk) {
-                double part = 0;
-                for (std::int64_t j = blk * 128; j < std::min<std::int64_t>(s.k, blk * 128 + 128);
-                     ++j)
-                  part += value(a_row, j) * value(b_row, j);
-                ref += fp8 ? part * sa[static_cast<std::size_t>(blk)] *
-                                 sb[static_cast<std::size_t>(blk)]
-                           : part;
-              }
-              const double gpu = bf16_to_float(first.data<bf16>()[row * s.n + col]);
-              diff += (gpu - ref) * (gpu - ref);
-              norm += ref * ref;
             }
           }
+          EXPECT_LE(std::sqrt(diff / std::max(norm, 1e-30)), 1e-2) << "sampled elements";
         }
-        EXPECT_LE(std::sqrt(diff / std::max(norm, 1e-30)), 1e-2) << "sampled elements";
+        // The timed runs and a clean rerun give the same bits.
+        out.poison();
+        run();
+        const HostTensor second = out.to_host();
+        EXPECT_EQ(std::memcmp(first.view().data(), second.view().data(), first.nbytes()), 0);
       }
-      // The timed runs and a clean rerun give the same bits.
-      out.poison();
-      run();
-      const HostTensor second = out.to_host();
-      EXPECT_EQ(std::memcmp(first.view().data(), second.view().data(), first.nbytes()), 0);
     }
   }
 }

@@ -117,17 +117,6 @@ __device__ __forceinline__ void find_used_row_blocks(const GroupedGemmParams& p,
   if (threadIdx.x % 32 == 0 && last > 0) atomicMax(slot, last);
 }
 
-// The wgmma destination: FP8 the per-K-block partial, BF16 the accumulator (compile-time choice,
-// so the arrays stay in registers).
-template <bool kFirst, class First, class Second>
-__device__ __forceinline__ auto& pick(First& first, Second& second) {
-  if constexpr (kFirst) {
-    return first;
-  } else {
-    return second;
-  }
-}
-
 template <class Traits>
 __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     grouped_gemm_kernel(const __grid_constant__ CUtensorMap tma_a,
@@ -167,7 +156,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     find_used_row_blocks<BLOCK_M>(p, &used_row_blocks);
     __syncthreads();
   }
-  Scheduler<BLOCK_M> scheduler(p, used_row_blocks);
+  Scheduler<BLOCK_M> scheduler(used_row_blocks);
   Tile tile;
 
   if (warpgroup == Traits::kNumMathWarpgroups) {
@@ -176,7 +165,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     if (thread != Traits::kNumMathThreads) return;
     int stage = 0;
     std::uint32_t phase = 0;
-    while (scheduler.next(tile)) {
+    while (scheduler.next(p, tile)) {
       const int n0 = tile.n_block * BLOCK_N;
       for (int kb = 0; kb < p.k_blocks; ++kb) {
         mbarrier_wait(&empty[stage], phase ^ 1);
@@ -203,13 +192,14 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   const int barrier_id = 1 + warpgroup;
 
   float acc[kNumAccum];
-  float part[kFp8 ? kNumAccum : 1];  // FP8: the current K block's partial sums
+  // FP8: partial sums of the K block in flight and of the one being promoted.
+  float part0[kFp8 ? kNumAccum : 1], part1[kFp8 ? kNumAccum : 1];
   int stage = 0;
   std::uint32_t phase = 0;
   const std::uint32_t a_base = smem_addr(smem_a) + wg_row0 * 128;
   const std::uint32_t b_base = smem_addr(smem_b);
 
-  while (scheduler.next(tile)) {
+  while (scheduler.next(p, tile)) {
     // Which rows hold a token: masked by count, contiguous by m_indices (padding is -1).
     bool ok_lo, ok_hi, wg_active;
     int my_flag_row = wg_row0 + t;  // threads 0..63 publish the flags of the warpgroup's rows
@@ -228,81 +218,110 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     }
     if (t < 64) row_ok[my_flag_row] = my_flag;
 
-    // FP8 scales of K block kb: this thread's two rows' activation scales, the tile's weight
-    // scale. Loaded one K block ahead, while the wgmmas run.
-    const float* a_scale_lo = nullptr;
-    const float* a_scale_hi = nullptr;
-    const float* b_scale = nullptr;
-    float sa_lo = 0.0f, sa_hi = 0.0f, sb = 0.0f;
-    if constexpr (kFp8) {
-      a_scale_lo = p.a_scale + (tile.row0 + row_lo) * p.k_blocks;
-      a_scale_hi = p.a_scale + (tile.row0 + row_hi) * p.k_blocks;
-      b_scale = p.b_scale +
-                (static_cast<long long>(tile.expert) * (p.n / 128) + tile.n_block) * p.k_blocks;
-      sa_lo = ok_lo ? __ldg(a_scale_lo) : 0.0f;
-      sa_hi = ok_hi ? __ldg(a_scale_hi) : 0.0f;
-      sb = __ldg(b_scale);
-#pragma unroll
-      for (int i = 0; i < kNumAccum; ++i) acc[i] = 0.0f;
-    }
-
-    int prev_stage = 0;
-    for (int kb = 0; kb < p.k_blocks; ++kb) {
+    // Issues the wgmmas of the current stage into `dst` (accumulating after the first k-step of
+    // the stage when `accumulate_first`) and moves to the next stage.
+    auto issue = [&](auto& dst, bool accumulate_first) {
       mbarrier_wait(&full[stage], phase);
-      auto& target = pick<kFp8>(part, acc);
-      {
-        const std::uint32_t a_addr = a_base + stage * Traits::kSmemABytes;
-        const std::uint32_t b_addr = b_base + stage * Traits::kSmemBBytes;
-        fence_operands(target);
-        wgmma_fence();
+      const std::uint32_t a_addr = a_base + stage * Traits::kSmemABytes;
+      const std::uint32_t b_addr = b_base + stage * Traits::kSmemBBytes;
+      fence_operands(dst);
+      wgmma_fence();
 #pragma unroll
-        for (int ks = 0; ks < Traits::kKSteps; ++ks) {
-          // k16 (bf16) / k32 (e4m3) = 32 bytes further along the 128-byte row.
-          Wgmma::mma(make_sw128_desc(a_addr + ks * 32), make_sw128_desc(b_addr + ks * 32), target,
-                     ks > 0 || (!kFp8 && kb > 0));
-        }
-        wgmma_commit();
-        fence_operands(target);
+      for (int ks = 0; ks < Traits::kKSteps; ++ks) {
+        // k16 (bf16) / k32 (e4m3) = 32 bytes further along the 128-byte row.
+        Wgmma::mma(make_sw128_desc(a_addr + ks * 32), make_sw128_desc(b_addr + ks * 32), dst,
+                   ks > 0 || accumulate_first);
       }
-      if constexpr (kFp8) {
-        float next_lo = 0.0f, next_hi = 0.0f, next_b = 0.0f;
-        if (kb + 1 < p.k_blocks) {
-          next_lo = ok_lo ? __ldg(a_scale_lo + kb + 1) : 0.0f;
-          next_hi = ok_hi ? __ldg(a_scale_hi + kb + 1) : 0.0f;
-          next_b = __ldg(b_scale + kb + 1);
-        }
-        wgmma_wait<0>();
-        fence_operands(part);
-        // The stage's operands are consumed: hand it back to the producer.
-        if (lane == 0) mbarrier_arrive(&empty[stage]);
-        // Promotion, as the oracle: partial * (act_scale * weight_scale) into acc.
-        const float s_lo = __fmul_rn(sa_lo, sb), s_hi = __fmul_rn(sa_hi, sb);
-#pragma unroll
-        for (int j = 0; j < kNumAccum / 4; ++j) {
-          acc[4 * j + 0] = fmaf(part[4 * j + 0], s_lo, acc[4 * j + 0]);
-          acc[4 * j + 1] = fmaf(part[4 * j + 1], s_lo, acc[4 * j + 1]);
-          acc[4 * j + 2] = fmaf(part[4 * j + 2], s_hi, acc[4 * j + 2]);
-          acc[4 * j + 3] = fmaf(part[4 * j + 3], s_hi, acc[4 * j + 3]);
-        }
-        sa_lo = next_lo;
-        sa_hi = next_hi;
-        sb = next_b;
-      } else {
-        // Keep one wgmma group in flight; the previous K block's stage is then free.
-        wgmma_wait<1>();
-        fence_operands(acc);
-        if (kb > 0 && lane == 0) mbarrier_arrive(&empty[prev_stage]);
-      }
-      prev_stage = stage;
+      wgmma_commit();
+      fence_operands(dst);
       if (++stage == kNumStages) {
         stage = 0;
         phase ^= 1;
       }
-    }
-    if constexpr (!kFp8) {
+    };
+    // The stage's operands are consumed (its wgmmas completed): hand it back to the producer.
+    auto release = [&](int done_stage) {
+      if (lane == 0) mbarrier_arrive(&empty[done_stage]);
+    };
+
+    if constexpr (kFp8) {
+      // Two partial buffers: K block kb's wgmmas run while kb - 1's partial sums are promoted.
+      // Promotion, as the oracle: acc += partial * (act_scale * weight_scale), K block by K block.
+      // Offsets, not pointers, to spare registers (the bases stay in the constant bank).
+      const long long a_scale_lo = (tile.row0 + row_lo) * p.k_blocks;
+      const int b_scale_at =
+          (tile.expert * (p.n / 128) + tile.n_block) * p.k_blocks;  // < E * N/128 * K/128
+      // Row scales of invalid rows are never read (0 keeps their garbage in their own outputs).
+      auto scales = [&](int kb, float& s_lo, float& s_hi) {
+        const float sb = __ldg(p.b_scale + b_scale_at + kb);
+        const float* a = p.a_scale + a_scale_lo + kb;
+        s_lo = __fmul_rn(ok_lo ? __ldg(a) : 0.0f, sb);
+        s_hi = __fmul_rn(ok_hi ? __ldg(a + 8 * p.k_blocks) : 0.0f, sb);
+      };
+      auto promote = [&](auto& src, float s_lo, float s_hi) {
+        fence_operands(src);
+#pragma unroll
+        for (int j = 0; j < kNumAccum / 4; ++j) {
+          acc[4 * j + 0] = fmaf(src[4 * j + 0], s_lo, acc[4 * j + 0]);
+          acc[4 * j + 1] = fmaf(src[4 * j + 1], s_lo, acc[4 * j + 1]);
+          acc[4 * j + 2] = fmaf(src[4 * j + 2], s_hi, acc[4 * j + 2]);
+          acc[4 * j + 3] = fmaf(src[4 * j + 3], s_hi, acc[4 * j + 3]);
+        }
+      };
+#pragma unroll
+      for (int i = 0; i < kNumAccum; ++i) acc[i] = 0.0f;
+      float s0_lo, s0_hi, s1_lo, s1_hi;
+      // One group in flight at the loop head (part0, K block kb - 1), so every wait is static.
+      int prev_stage = stage;
+      issue(part0, false);
+      scales(0, s0_lo, s0_hi);
+      int kb = 1;
+      for (; kb + 1 < p.k_blocks; kb += 2) {
+        int this_stage = stage;
+        issue(part1, false);
+        scales(kb, s1_lo, s1_hi);
+        wgmma_wait<1>();  // K block kb - 1 (part0) is done
+        release(prev_stage);
+        promote(part0, s0_lo, s0_hi);
+        prev_stage = this_stage;
+        this_stage = stage;
+        issue(part0, false);
+        scales(kb + 1, s0_lo, s0_hi);
+        wgmma_wait<1>();  // K block kb (part1) is done
+        release(prev_stage);
+        promote(part1, s1_lo, s1_hi);
+        prev_stage = this_stage;
+      }
+      if (kb < p.k_blocks) {  // an even number of K blocks: one more, into part1
+        const int this_stage = stage;
+        issue(part1, false);
+        scales(kb, s1_lo, s1_hi);
+        wgmma_wait<1>();
+        release(prev_stage);
+        promote(part0, s0_lo, s0_hi);
+        wgmma_wait<0>();
+        release(this_stage);
+        promote(part1, s1_lo, s1_hi);
+      } else {
+        wgmma_wait<0>();
+        release(prev_stage);
+        promote(part0, s0_lo, s0_hi);
+      }
+    } else {
+      // Keep one wgmma group in flight; the previous K block's stage is then free.
+      int prev_stage = stage;
+      issue(acc, false);
+      for (int kb = 1; kb < p.k_blocks; ++kb) {
+        const int this_stage = stage;
+        issue(acc, true);
+        wgmma_wait<1>();
+        fence_operands(acc);
+        release(prev_stage);
+        prev_stage = this_stage;
+      }
       wgmma_wait<0>();
       fence_operands(acc);
-      if (lane == 0) mbarrier_arrive(&empty[prev_stage]);
+      release(prev_stage);
     }
     if (!wg_active) continue;  // no row of this warpgroup holds a token: nothing to store
 

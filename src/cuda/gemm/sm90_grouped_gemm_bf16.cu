@@ -7,6 +7,7 @@
 namespace moerun::cuda::sm90 {
 
 using Bf16M128N256 = TraitsOf<GemmVariant::kBf16M128N256>;
+using Bf16M128N128 = TraitsOf<GemmVariant::kBf16M128N128>;
 using Bf16M64N256 = TraitsOf<GemmVariant::kBf16M64N256>;
 
 void launch_bf16(GemmVariant variant, const CUtensorMap& tma_a, const CUtensorMap& tma_b,
@@ -14,6 +15,8 @@ void launch_bf16(GemmVariant variant, const CUtensorMap& tma_a, const CUtensorMa
   switch (variant) {
     case GemmVariant::kBf16M128N256:
       return launch_grouped_gemm<Bf16M128N256>(tma_a, tma_b, p, num_sms, stream);
+    case GemmVariant::kBf16M128N128:
+      return launch_grouped_gemm<Bf16M128N128>(tma_a, tma_b, p, num_sms, stream);
     case GemmVariant::kBf16M64N256:
       return launch_grouped_gemm<Bf16M64N256>(tma_a, tma_b, p, num_sms, stream);
     default:

@@ -28,43 +28,38 @@ struct Tile {
 template <int BLOCK_M>
 class Scheduler {
  public:
-  __device__ Scheduler(const GroupedGemmParams& p, int used_row_blocks)
-      : masked_m_(p.masked_m),
-        m_indices_(p.m_indices),
-        m_max_(p.m_max),
-        n_blocks_(p.n_blocks),
-        experts_(p.experts),
-        used_row_blocks_(used_row_blocks),
-        next_(static_cast<int>(blockIdx.x)) {}
+  __device__ explicit Scheduler(int used_row_blocks)
+      : used_row_blocks_(used_row_blocks), next_(static_cast<int>(blockIdx.x)) {}
 
-  // The next tile of this CTA, or false when none is left.
-  __device__ bool next(Tile& tile) {
+  // The next tile of this CTA, or false when none is left. `p` is the kernel's __grid_constant__
+  // parameter: read in place (constant bank), it costs no registers across the main loop.
+  __device__ bool next(const GroupedGemmParams& p, Tile& tile) {
     for (;;) {
       const int index = next_;
       next_ += static_cast<int>(gridDim.x);
-      if (masked_m_ != nullptr) {
+      if (p.masked_m != nullptr) {
         while (index >= group_begin_ + group_tiles_) {
           group_begin_ += group_tiles_;
-          if (++group_ >= experts_) return false;
-          group_rows_ = min(max(__ldg(masked_m_ + group_), 0), m_max_);
-          group_tiles_ = (group_rows_ + BLOCK_M - 1) / BLOCK_M * n_blocks_;
+          if (++group_ >= p.experts) return false;
+          group_rows_ = min(max(__ldg(p.masked_m + group_), 0), p.m_max);
+          group_tiles_ = (group_rows_ + BLOCK_M - 1) / BLOCK_M * p.n_blocks;
         }
         const int local = index - group_begin_;
-        const int m0 = local / n_blocks_ * BLOCK_M;
+        const int m0 = local / p.n_blocks * BLOCK_M;
         tile.expert = group_;
-        tile.n_block = local % n_blocks_;
+        tile.n_block = local % p.n_blocks;
         tile.a_row = m0;
         tile.a_group = group_;
-        tile.row0 = static_cast<long long>(group_) * m_max_ + m0;
+        tile.row0 = static_cast<long long>(group_) * p.m_max + m0;
         tile.valid_rows = min(BLOCK_M, group_rows_ - m0);
         return true;
       }
-      if (index >= used_row_blocks_ * n_blocks_) return false;
-      const int row0 = index / n_blocks_ * BLOCK_M;
-      const int expert = __ldg(m_indices_ + row0);
-      if (expert < 0 || expert >= experts_) continue;  // padding block: no loads, no math
+      if (index >= used_row_blocks_ * p.n_blocks) return false;
+      const int row0 = index / p.n_blocks * BLOCK_M;
+      const int expert = __ldg(p.m_indices + row0);
+      if (expert < 0 || expert >= p.experts) continue;  // padding block: no loads, no math
       tile.expert = expert;
-      tile.n_block = index % n_blocks_;
+      tile.n_block = index % p.n_blocks;
       tile.a_row = row0;
       tile.a_group = 0;
       tile.row0 = row0;
@@ -74,11 +69,6 @@ class Scheduler {
   }
 
  private:
-  const int* masked_m_;
-  const int* m_indices_;
-  int m_max_;
-  int n_blocks_;
-  int experts_;
   int used_row_blocks_;
   int next_;
   int group_ = -1;

@@ -11,10 +11,12 @@ namespace moerun::cuda::sm90 {
 
 enum class GemmVariant {
   kBf16M128N256,  // BF16, two math warpgroups, 4 stages
+  kBf16M128N128,  // BF16, two math warpgroups, 6 stages (twice the tiles of N256)
   kBf16M64N256,   // BF16, one math warpgroup, 5 stages
   kFp8M128N128,   // FP8, two math warpgroups, 6 stages
   kFp8M64N128,    // FP8, one math warpgroup, 8 stages
 };
+inline constexpr int kNumGemmVariants = 5;
 
 struct VariantShape {
   bool fp8;
@@ -28,11 +30,11 @@ struct VariantShape {
 // both come from it. Stages: as many as fit beside the epilogue slab in 227 KiB (the kernel's
 // static_assert checks it).
 inline constexpr VariantShape kVariantShapes[] = {
-    {false, 128, 256, 64, 4},
-    {false, 64, 256, 64, 5},
-    {true, 128, 128, 128, 6},
-    {true, 64, 128, 128, 8},
+    {false, 128, 256, 64, 4}, {false, 128, 128, 64, 6}, {false, 64, 256, 64, 5},
+    {true, 128, 128, 128, 6}, {true, 64, 128, 128, 8},
 };
+
+static_assert(sizeof(kVariantShapes) / sizeof(kVariantShapes[0]) == kNumGemmVariants);
 
 constexpr VariantShape variant_shape(GemmVariant variant) {
   return kVariantShapes[static_cast<int>(variant)];

@@ -7,7 +7,8 @@
 //  - BLOCK_N: BF16 256 or 128 (128 or 64 fp32 accumulators per thread), FP8 128 (three accumulator
 //    sets of 64 registers: the promoted sums and two partials; one weight scale per tile).
 //  - stages: as many as fit in shared memory beside the epilogue slab (4-8).
-//  - clusters / TMA multicast: none yet (each CTA loads its own A and B tiles).
+//  - clusters: 1, or 2 CTAs on neighbouring N blocks sharing the A tile by TMA multicast (the
+//    *C2 variants), weighed like the others by measured speed.
 #include "cuda/gemm_heuristics.h"
 
 #include <atomic>
@@ -31,10 +32,12 @@ constexpr Candidate kBf16Candidates[] = {
     {GemmVariant::kBf16M128N256, 1.0},
     {GemmVariant::kBf16M128N128, 0.90},
     {GemmVariant::kBf16M64N256, 0.60},
+    {GemmVariant::kBf16M128N256C2, 1.0},
 };
 constexpr Candidate kFp8Candidates[] = {
     {GemmVariant::kFp8M128N128, 1.0},
     {GemmVariant::kFp8M64N128, 0.79},
+    {GemmVariant::kFp8M128N128C2, 1.0},
 };
 
 std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
@@ -66,8 +69,10 @@ GemmChoice choose_gemm_variant(const GemmProblem& problem) {
   for (const Candidate* c = begin; c != end; ++c) {
     const sm90::VariantShape shape = sm90::variant_shape(c->variant);
     const std::int64_t row_blocks = ceil_div(problem.rows_per_group, shape.block_m);
-    const std::int64_t tiles =
-        std::int64_t{problem.groups} * row_blocks * ceil_div(problem.n, shape.block_n);
+    // A cluster's N blocks run together: round them up to whole clusters.
+    const std::int64_t n_blocks =
+        ceil_div(ceil_div(problem.n, shape.block_n), shape.cluster_n) * shape.cluster_n;
+    const std::int64_t tiles = std::int64_t{problem.groups} * row_blocks * n_blocks;
     const double wave_fill =
         static_cast<double>(tiles) / static_cast<double>(ceil_div(tiles, sms) * sms);
     const double row_fill = static_cast<double>(problem.rows_per_group) /

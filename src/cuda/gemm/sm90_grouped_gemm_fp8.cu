@@ -7,6 +7,7 @@ namespace moerun::cuda::sm90 {
 
 using Fp8M128N128 = TraitsOf<GemmVariant::kFp8M128N128>;
 using Fp8M64N128 = TraitsOf<GemmVariant::kFp8M64N128>;
+using Fp8M128N128C2 = TraitsOf<GemmVariant::kFp8M128N128C2>;
 
 void launch_fp8(GemmVariant variant, const CUtensorMap& tma_a, const CUtensorMap& tma_b,
                 const GroupedGemmParams& p, int num_sms, cudaStream_t stream) {
@@ -15,6 +16,8 @@ void launch_fp8(GemmVariant variant, const CUtensorMap& tma_a, const CUtensorMap
       return launch_grouped_gemm<Fp8M128N128>(tma_a, tma_b, p, num_sms, stream);
     case GemmVariant::kFp8M64N128:
       return launch_grouped_gemm<Fp8M64N128>(tma_a, tma_b, p, num_sms, stream);
+    case GemmVariant::kFp8M128N128C2:
+      return launch_grouped_gemm<Fp8M128N128C2>(tma_a, tma_b, p, num_sms, stream);
     default:
       throw Error("grouped GEMM: not an FP8 variant");
   }

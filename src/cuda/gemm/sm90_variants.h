@@ -15,8 +15,12 @@ enum class GemmVariant {
   kBf16M64N256,   // BF16, one math warpgroup, 5 stages
   kFp8M128N128,   // FP8, two math warpgroups, 6 stages
   kFp8M64N128,    // FP8, one math warpgroup, 8 stages
+  // Clusters of 2 CTAs on neighbouring N blocks of one row block: each loads half of the A tile
+  // and multicasts it to both (half the A traffic from L2).
+  kBf16M128N256C2,
+  kFp8M128N128C2,
 };
-inline constexpr int kNumGemmVariants = 5;
+inline constexpr int kNumGemmVariants = 7;
 
 struct VariantShape {
   bool fp8;
@@ -24,14 +28,16 @@ struct VariantShape {
   int block_n;
   int block_k;  // 128 bytes of K: 64 bf16 / 128 e4m3
   int stages;
+  int cluster_n = 1;  // CTAs per cluster along N (sharing A by TMA multicast)
 };
 
 // The one table of tile shapes: the kernels' template arguments and the host's tensor map boxes
 // both come from it. Stages: as many as fit beside the epilogue slab in 227 KiB (the kernel's
 // static_assert checks it).
 inline constexpr VariantShape kVariantShapes[] = {
-    {false, 128, 256, 64, 4}, {false, 128, 128, 64, 6}, {false, 64, 256, 64, 5},
-    {true, 128, 128, 128, 6}, {true, 64, 128, 128, 8},
+    {false, 128, 256, 64, 4},    {false, 128, 128, 64, 6}, {false, 64, 256, 64, 5},
+    {true, 128, 128, 128, 6},    {true, 64, 128, 128, 8},  {false, 128, 256, 64, 4, 2},
+    {true, 128, 128, 128, 6, 2},
 };
 
 static_assert(sizeof(kVariantShapes) / sizeof(kVariantShapes[0]) == kNumGemmVariants);

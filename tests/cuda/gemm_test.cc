@@ -202,8 +202,15 @@ std::vector<sm90_variant_t> variants_of(DType dtype) {
 
 std::string variant_name(sm90_variant_t v) {
   const cuda::sm90::VariantShape s = cuda::sm90::variant_shape(v);
-  return std::string(s.fp8 ? "fp8" : "bf16") + "_M" + std::to_string(s.block_m) + "N" +
-         std::to_string(s.block_n);
+  std::string name = s.fp8 ? "fp8_M" : "bf16_M";
+  name += std::to_string(s.block_m);
+  name += 'N';
+  name += std::to_string(s.block_n);
+  if (s.cluster_n > 1) {
+    name += 'C';
+    name += std::to_string(s.cluster_n);
+  }
+  return name;
 }
 
 // ids [T, 1] sending counts[e] consecutive tokens to expert e (exact rows per group).

@@ -3,8 +3,9 @@
 // (A: one fp32 per row per 128 K, [rows, K / 128]; B: one per 128 x 128 block, [E, N / 128,
 // K / 128]), in the masked and the contiguous layout (DESIGN.md).
 //
-// Launch: a persistent grid (one CTA per SM), 128 * (BLOCK_M / 64 + 1) threads, dynamic shared
-// memory Traits::kSmemBytes. Warp roles:
+// Launch: a persistent grid (one CTA per SM; cluster variants: clusters of kClusterN CTAs on
+// neighbouring N blocks that share the A tile by TMA multicast), 128 * (BLOCK_M / 64 + 1) threads,
+// dynamic shared memory Traits::kSmemBytes. Warp roles:
 //  - warpgroups 0 .. BLOCK_M/64 - 1, the math warpgroups: warpgroup w owns rows [64 w, 64 w + 64)
 //    of the tile; per K block it waits for the stage, issues wgmma m64nNk16 (BF16, HGMMA) or
 //    m64nNk32 (e4m3, QGMMA) from shared memory into fp32 registers, and frees the stage;

@@ -226,9 +226,11 @@ void LayerBackend::forward_routed(const TensorView& hidden, const TensorView& to
 
   const TensorView gate_up = rows_view(arena.region_b, DType::kBF16, 2 * inter);
   const GemmOperand w13{weights_.w13, weights_.w13_scale};
+  // DESIGN.md's expected_m (global E): a tile-shape hint for the masked GEMMs, never the results.
+  const std::int64_t expected_m = ceil_div<std::int64_t>(tokens * k, config_.num_experts);
   if (masked) {
     grouped_gemm_masked({permuted.tokens, permuted.scales}, w13, permuted.masked_m, gate_up,
-                        nullptr, stream);
+                        nullptr, stream, expected_m);
   } else {
     grouped_gemm_contiguous({permuted.tokens, permuted.scales}, w13, permuted.m_indices, gate_up,
                             stream);
@@ -248,7 +250,7 @@ void LayerBackend::forward_routed(const TensorView& hidden, const TensorView& to
     MOERUN_CUDA_CHECK(cudaMemsetAsync(counters.data(), 0, counters.nbytes(), stream));
     const OverlapSignal signal{counters, kGemmBlockM};
     const std::optional<OverlapReport> report = grouped_gemm_masked(
-        {activation, activation_scale}, w2, permuted.masked_m, down, &signal, stream);
+        {activation, activation_scale}, w2, permuted.masked_m, down, &signal, stream, expected_m);
     if (!report) throw Error("the down GEMM was asked for an overlap report and gave none");
     const CombineWait wait{counters, m_max, report->block_m, report->threshold};
     combine(down, permuted.src2dst, topk_weights, out, &wait, stream);
@@ -257,7 +259,7 @@ void LayerBackend::forward_routed(const TensorView& hidden, const TensorView& to
   if (masked) {
     // No signal, no report: nothing here expects one.
     grouped_gemm_masked({activation, activation_scale}, w2, permuted.masked_m, down, nullptr,
-                        stream);
+                        stream, expected_m);
   } else {
     grouped_gemm_contiguous({activation, activation_scale}, w2, permuted.m_indices, down, stream);
   }

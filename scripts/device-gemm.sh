@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# The grouped GEMM's device check, in one call (a subset of scripts/device-check.sh plus the
+# benchmark): build cuda_test (Release, sm_90a, warnings as errors), the SASS check, kernel
+# resources, the GEMM and layer GPU tests, the issue-4 benchmark (MOERUN_GEMM_BENCH=1), then
+# compute-sanitizer memcheck/racecheck/synccheck on small GEMM tests while the budget lasts.
+#
+# Usage: scripts/device-gemm.sh [deps_dir]   (deps default: ../deps beside this checkout)
+# Environment: OUT (logs; default ./device-logs), MOERUN_BUILD_DIR (default /tmp/moerun-build),
+#   CHECK_BUDGET_S (default 280), GEMM_TEST_FILTER (default 'CudaGroupedGemm.*:CudaLayer.*'),
+#   GEMM_SANITIZE (default 1), MOERUN_CPU_THREADS.
+# Writes to $OUT: build.log sass.txt resources.txt smoke.log tests.log bench.txt sanitizer.log
+# summary.txt.
+set -uo pipefail
+start=$(date +%s)
+budget=${CHECK_BUDGET_S:-280}
+repo=$(cd "$(dirname "$0")/.." && pwd)
+deps=${1-$repo/../deps}
+out=${OUT:-$repo/device-logs}
+build=${MOERUN_BUILD_DIR:-/tmp/moerun-build}
+mkdir -p "$out"
+summary=$out/summary.txt
+: >"$summary"
+note() { echo "$*" | tee -a "$summary"; }
+left() { echo $((budget - ($(date +%s) - start))); }
+
+{
+  nvidia-smi -L || true
+  nvcc --version | tail -2
+  deps_arg=()
+  [ -n "$deps" ] && deps_arg=(-DMOERUN_DEPS_DIR="$(cd "$deps" && pwd)")
+  cmake -S "$repo" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+    -DCMAKE_CUDA_ARCHITECTURES=90a -DMOERUN_WARNINGS_AS_ERRORS=ON \
+    -DCMAKE_POLICY_VERSION_MINIMUM=3.5 "${deps_arg[@]}"
+  ninja -C "$build" -j"$(nproc)" cuda_test
+} >"$out/build.log" 2>&1
+build_rc=$?
+note "$(head -1 "$out/build.log")"
+note "build: rc $build_rc ($(($(date +%s) - start)) s)"
+if [ $build_rc -ne 0 ]; then
+  grep -E "error|Error" "$out/build.log" | head -30
+  exit 1
+fi
+
+bash "$repo/scripts/check-sass.sh" "$build/src/libmoerun.a" >"$out/sass.txt" 2>&1
+note "sass check: rc $? ($(grep -c ': ok ' "$out/sass.txt") kernels ok)"
+cuobjdump -res-usage "$build/src/libmoerun.a" 2>&1 | grep -A1 grouped_gemm_kernel >"$out/resources.txt"
+note "gemm kernels: $(grep -o 'REG:[0-9]* STACK:[0-9]*' "$out/resources.txt" | tr '\n' ' ')"
+
+# Smoke first, with a short limit: a kernel that hangs must not eat the whole budget.
+timeout 90 "$build/tests/cuda_test" --gtest_filter='CudaGroupedGemm.AwkwardRouting' \
+  >"$out/smoke.log" 2>&1
+smoke_rc=$?
+note "smoke (CudaGroupedGemm.AwkwardRouting): rc $smoke_rc ($(($(date +%s) - start)) s)"
+if [ $smoke_rc -eq 124 ]; then
+  note "smoke test timed out (a hang?): stopping"
+  tail -20 "$out/smoke.log"
+  exit 1
+fi
+filter=${GEMM_TEST_FILTER:-'CudaGroupedGemm.*:CudaLayer.*'}
+timeout $(($(left) - 60)) "$build/tests/cuda_test" --gtest_filter="$filter" >"$out/tests.log" 2>&1
+note "tests ($filter): rc $? ($(($(date +%s) - start)) s)"
+grep -E "^\[  (PASSED|FAILED) |^\[  FAILED  \]|tests ran" "$out/tests.log" | tee -a "$summary"
+grep -B3 -A12 -E "Failure|error:" "$out/tests.log" | head -60
+
+MOERUN_GEMM_BENCH=1 timeout $(($(left) - 30)) "$build/tests/cuda_test" \
+  --gtest_filter='CudaGroupedGemmBench.*' >"$out/bench.txt" 2>&1
+note "bench: rc $? ($(($(date +%s) - start)) s)"
+grep -E "GEMMBENCH|Failure|FAILED" "$out/bench.txt" | tee -a "$summary"
+
+if [ "${GEMM_SANITIZE:-1}" = 1 ]; then
+  quick='CudaGroupedGemm.AwkwardRouting:CudaGroupedGemm.OverlapCounters'
+  : >"$out/sanitizer.log"
+  tools=(memcheck racecheck synccheck)
+  for i in "${!tools[@]}"; do
+    tool=${tools[$i]}
+    slot=$(($(left) / (${#tools[@]} - i) - 5))
+    if [ "$slot" -lt 20 ]; then
+      note "sanitizer $tool: not run (budget spent)"
+      continue
+    fi
+    timeout "$slot" compute-sanitizer --tool "$tool" --error-exitcode 9 \
+      "$build/tests/cuda_test" --gtest_filter="$quick" >>"$out/sanitizer.log" 2>&1
+    rc=$?
+    note "sanitizer $tool: rc $rc (0 clean, 9 errors, 124 timed out after ${slot}s)" \
+      "$(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$out/sanitizer.log" | tail -1)"
+  done
+fi
+note "total: $(($(date +%s) - start)) s"

@@ -1,0 +1,226 @@
+// Grouped GEMM host launchers: argument checks (InvalidArgument naming the field), the TMA tensor
+// maps, the variant choice (cuda/gemm_heuristics.cc) and the launch. The kernels are in
+// cuda/gemm/sm90_grouped_gemm.cuh.
+//
+// Tensor maps: A and B are both 3-D, K-major, {K, rows, groups} with a {BLOCK_K, BLOCK_M or
+// BLOCK_N, 1} box and 128-byte swizzling: masked A is {K, M_max, E_l}, contiguous A {K, M_sum, 1},
+// B {K, N, E_l}. Reads past K, past N or past M_max come back as zeros, never as a neighbour's
+// data. cuTensorMapEncodeTiled comes from the driver through the runtime's entry-point query, so
+// the library does not link libcuda.
+#include "cuda/gemm.h"
+
+#include <cuda.h>
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+
+#include "cuda/cuda_check.h"
+#include "cuda/gemm/sm90_params.h"
+#include "cuda/gemm/sm90_variants.h"
+#include "cuda/gemm_heuristics.h"
+#include "moerun/config.h"
+#include "moerun/errors.h"
+
+namespace moerun::cuda {
+
+namespace {
+
+using EncodeTiledFn = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*,
+                                   const cuuint64_t*, const cuuint64_t*, const cuuint32_t*,
+                                   const cuuint32_t*, CUtensorMapInterleave, CUtensorMapSwizzle,
+                                   CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+
+EncodeTiledFn encode_tiled() {
+  static const EncodeTiledFn fn = [] {
+    void* entry = nullptr;
+    cudaDriverEntryPointQueryResult found = cudaDriverEntryPointSymbolNotFound;
+    MOERUN_CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &entry, 12000,
+                                                       cudaEnableDefault, &found));
+    if (found != cudaDriverEntryPointSuccess || entry == nullptr) {
+      throw CudaError("the driver has no cuTensorMapEncodeTiled (CUDA >= 12.0 needed)");
+    }
+    return reinterpret_cast<EncodeTiledFn>(entry);
+  }();
+  return fn;
+}
+
+// K-major 3-D map {K, rows, groups} of 1-byte (e4m3) or 2-byte (bf16) elements.
+CUtensorMap make_tensor_map(const void* base, bool fp8, std::int64_t k, std::int64_t rows,
+                            std::int64_t groups, int box_k, int box_rows) {
+  const std::uint64_t elem = fp8 ? 1 : 2;
+  const cuuint64_t dims[3] = {static_cast<cuuint64_t>(k), static_cast<cuuint64_t>(rows),
+                              static_cast<cuuint64_t>(groups)};
+  const cuuint64_t strides[2] = {static_cast<cuuint64_t>(k) * elem,
+                                 static_cast<cuuint64_t>(rows * k) * elem};
+  const cuuint32_t box[3] = {static_cast<cuuint32_t>(box_k), static_cast<cuuint32_t>(box_rows), 1};
+  const cuuint32_t elem_strides[3] = {1, 1, 1};
+  CUtensorMap map{};
+  const CUresult status =
+      encode_tiled()(&map, fp8 ? CU_TENSOR_MAP_DATA_TYPE_UINT8 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
+                     3, const_cast<void*>(base), dims, strides, box, elem_strides,
+                     CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                     CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (status != CUDA_SUCCESS) {
+    throw CudaError("cuTensorMapEncodeTiled failed with CUresult " + std::to_string(status) +
+                    " for a [" + std::to_string(groups) + ", " + std::to_string(rows) + ", " +
+                    std::to_string(k) + "] operand");
+  }
+  return map;
+}
+
+int sm_count() {
+  int device = 0, count = 0;
+  MOERUN_CUDA_CHECK(cudaGetDevice(&device));
+  MOERUN_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
+  return count;
+}
+
+bool aligned16(const void* ptr) { return reinterpret_cast<std::uintptr_t>(ptr) % 16 == 0; }
+
+struct Operands {
+  sm90::GroupedGemmParams params;
+  const void* a = nullptr;
+  const void* b = nullptr;
+  bool fp8 = false;
+  std::int64_t n = 0;
+  std::int64_t k = 0;
+  std::int64_t experts = 0;
+};
+
+// Checks the operands of either layout (can_implement) and fills all but the layout fields.
+Operands check_operands(const GemmOperand& a, const GemmOperand& b, const TensorView& out,
+                        std::int64_t rows) {
+  check_arg(b.data.ndim() == 3, "B (weights) rank", "3 ([E_l, N, K])", b.data.ndim());
+  const std::int64_t experts = b.data.size(0), n = b.data.size(1), k = b.data.size(2);
+  const bool fp8 = b.data.dtype() == DType::kFP8E4M3;
+  check_arg(fp8 || b.data.dtype() == DType::kBF16, "B (weights) dtype", "bf16 or fp8_e4m3",
+            dtype_name(b.data.dtype()));
+  check_tensor(b.data, "B (weights)", b.data.dtype(), {experts, n, k}, DeviceType::kCuda);
+  // TMA: every row of A, B and out starts 16-byte aligned.
+  check_arg(k % 8 == 0 && k > 0, "K", "a positive multiple of 8", k);
+  check_arg(n % 8 == 0 && n > 0, "N", "a positive multiple of 8", n);
+  check_arg(a.data.dtype() == b.data.dtype(), "A (activations) dtype",
+            std::string(dtype_name(b.data.dtype())) + " (the weights' dtype)",
+            dtype_name(a.data.dtype()));
+  check_arg(
+      a.data.size(a.data.ndim() - 1) == k && a.data.numel() == rows * k && a.data.is_contiguous() &&
+          a.data.device().type == DeviceType::kCuda,
+      "A (activations)",
+      "contiguous [rows = " + std::to_string(rows) + ", K = " + std::to_string(k) + "] on cuda",
+      a.data.shape_string());
+  check_arg(
+      out.dtype() == DType::kBF16 && out.numel() == rows * n && out.size(out.ndim() - 1) == n &&
+          out.is_contiguous() && out.device().type == DeviceType::kCuda,
+      "out", "contiguous bf16 [rows, N = " + std::to_string(n) + "] on cuda", out.shape_string());
+  // Tile indices are 32-bit (rows / 64 x N / 128 tiles), and so are TMA coordinates.
+  check_arg(
+      rows < (std::int64_t{1} << 31) && (rows / 64 + 1) * (n / 128 + 1) < (std::int64_t{1} << 31),
+      "GEMM size", "rows < 2^31 and fewer than 2^31 64 x 128 tiles", rows);
+  check_arg(experts * n * k * 2 < (std::int64_t{1} << 40) && rows * k * 2 < (std::int64_t{1} << 40),
+            "GEMM operand bytes", "< 2^40 (TMA strides)", experts * n * k);
+  check_arg(aligned16(a.data.data()) && aligned16(b.data.data()) && aligned16(out.data()),
+            "A/B/out data", "16-byte aligned device pointers", "a misaligned pointer");
+  Operands o;
+  sm90::GroupedGemmParams& p = o.params;
+  if (fp8) {
+    check_arg(n % kQuantGroup == 0 && k % kQuantGroup == 0, "B (weights) N x K",
+              "multiples of 128 for FP8", std::to_string(n) + " x " + std::to_string(k));
+    check_tensor(b.scale, "B scale", DType::kF32, {experts, n / kQuantGroup, k / kQuantGroup},
+                 DeviceType::kCuda);
+    check_arg(a.scale.defined() && a.scale.dtype() == DType::kF32 &&
+                  a.scale.numel() == rows * (k / kQuantGroup) && a.scale.is_contiguous() &&
+                  a.scale.device().type == DeviceType::kCuda,
+              "A scale", "f32 on cuda with " + std::to_string(k / kQuantGroup) + " scales per row",
+              a.scale.defined() ? a.scale.shape_string() : std::string("none"));
+    // The kernel's weight-scale offsets are 32-bit.
+    check_arg(experts * (n / kQuantGroup) * (k / kQuantGroup) < (std::int64_t{1} << 31), "B scale",
+              "fewer than 2^31 blocks", experts * (n / kQuantGroup) * (k / kQuantGroup));
+    p.a_scale = a.scale.data_as<const float>();
+    p.b_scale = b.scale.data_as<const float>();
+  } else {
+    check_arg(!a.scale.defined() && !b.scale.defined(), "BF16 operand scales", "none",
+              "a scale tensor");
+  }
+  p.out = static_cast<std::uint16_t*>(out.data());
+  p.n = static_cast<int>(n);
+  p.k = static_cast<int>(k);
+  p.experts = static_cast<int>(experts);
+  o.a = a.data.data();
+  o.b = b.data.data();
+  o.fp8 = fp8;
+  o.n = n;
+  o.k = k;
+  o.experts = experts;
+  return o;
+}
+
+// Picks the variant (for `groups` groups of `rows_per_group` rows), builds the maps and launches.
+// `a_rows`/`a_groups`: A's TMA view.
+void run(Operands& o, std::int64_t a_rows, std::int64_t a_groups, std::int64_t groups,
+         std::int64_t rows_per_group, cudaStream_t stream) {
+  const int num_sms = sm_count();
+  const GemmChoice choice =
+      choose_gemm_variant({o.fp8, static_cast<int>(groups), rows_per_group, o.n, o.k, num_sms});
+  const sm90::VariantShape shape = sm90::variant_shape(choice.variant);
+  sm90::GroupedGemmParams& p = o.params;
+  p.n_blocks = static_cast<int>(ceil_div<std::int64_t>(o.n, shape.block_n));
+  p.k_blocks = static_cast<int>(ceil_div<std::int64_t>(o.k, shape.block_k));
+  if (p.masked_m == nullptr) p.m_row_blocks = static_cast<int>(a_rows / shape.block_m);
+  // With a cluster, each CTA loads (and multicasts) its share of the A tile's rows.
+  const CUtensorMap tma_a = make_tensor_map(o.a, o.fp8, o.k, a_rows, a_groups, shape.block_k,
+                                            shape.block_m / shape.cluster_n);
+  const CUtensorMap tma_b =
+      make_tensor_map(o.b, o.fp8, o.k, o.n, o.experts, shape.block_k, shape.block_n);
+  sm90::launch_variant(choice.variant, tma_a, tma_b, p, num_sms, stream);
+}
+
+}  // namespace
+
+std::optional<OverlapReport> grouped_gemm_masked(const GemmOperand& a, const GemmOperand& b,
+                                                 const TensorView& masked_m, const TensorView& out,
+                                                 const OverlapSignal* signal, cudaStream_t stream,
+                                                 std::int64_t expected_m) {
+  check_arg(a.data.ndim() == 3 && b.data.ndim() == 3 && a.data.size(0) == b.data.size(0),
+            "A (activations) shape", "[E_l (as B), M_max, K]", a.data.shape_string());
+  const std::int64_t experts = a.data.size(0), m_max = a.data.size(1);
+  check_arg(m_max % kGemmBlockM == 0, "M_max", "a multiple of " + std::to_string(kGemmBlockM),
+            m_max);
+  check_arg(expected_m >= 0, "expected_m", ">= 0 (0 = unknown)", expected_m);
+  Operands o = check_operands(a, b, out, experts * m_max);
+  check_tensor(masked_m, "masked_m", DType::kI32, {experts}, DeviceType::kCuda);
+  sm90::GroupedGemmParams& p = o.params;
+  p.masked_m = masked_m.data_as<const int>();
+  p.m_max = static_cast<int>(m_max);
+  p.counter_blocks = static_cast<int>(m_max / kGemmBlockM);
+  std::optional<OverlapReport> report;
+  if (signal != nullptr) {
+    check_arg(signal->block_m == kGemmBlockM, "overlap block_m", std::to_string(kGemmBlockM),
+              signal->block_m);
+    check_tensor(signal->counters, "overlap counters", DType::kI32,
+                 {experts * (m_max / kGemmBlockM)}, DeviceType::kCuda);
+    p.counters = signal->counters.data_as<int>();
+    report = OverlapReport{kGemmBlockM, static_cast<int>(ceil_div<std::int64_t>(o.n, kGemmBlockN))};
+  }
+  if (experts * m_max > 0) {
+    run(o, m_max, experts, experts, expected_m > 0 ? std::min(expected_m, m_max) : m_max, stream);
+  }
+  return report;
+}
+
+void grouped_gemm_contiguous(const GemmOperand& a, const GemmOperand& b,
+                             const TensorView& m_indices, const TensorView& out,
+                             cudaStream_t stream) {
+  check_arg(a.data.ndim() == 2, "A (activations) rank", "2 ([M_sum, K])", a.data.ndim());
+  const std::int64_t rows = a.data.size(0);
+  check_arg(rows % 128 == 0, "M_sum", "a multiple of 128", rows);
+  Operands o = check_operands(a, b, out, rows);
+  check_tensor(m_indices, "m_indices", DType::kI32, {rows}, DeviceType::kCuda);
+  o.params.m_indices = m_indices.data_as<const int>();
+  // The heuristic sees the row blocks as they are: one group of M_sum rows (segments are
+  // 128-aligned, so no variant computes padding beyond its own rows).
+  if (rows > 0) run(o, rows, 1, 1, rows, stream);
+}
+
+}  // namespace moerun::cuda

@@ -1,0 +1,45 @@
+// Thread block cluster wrappers (sm_90): the cluster-wide barrier, arrivals on a peer CTA's
+// mbarrier, and the multicast form of the TMA tile load (one load, written into the shared memory
+// of every CTA in `cta_mask` at the same offset, completing on each one's mbarrier there).
+#pragma once
+
+#include <cuda.h>
+
+#include <cstdint>
+
+#include "cuda/gemm/ptx/sm90_mbarrier.cuh"
+
+namespace moerun::cuda::sm90 {
+
+// Every thread of every CTA in the cluster; orders shared-memory accesses across the cluster.
+__device__ __forceinline__ void cluster_sync() {
+  asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;" ::
+                   : "memory");
+}
+
+// One arrival on the mbarrier at the same shared-memory offset in CTA `cta_rank` of the cluster
+// (this CTA included), with release ordering at cluster scope.
+__device__ __forceinline__ void mbarrier_arrive_cluster(std::uint64_t* bar,
+                                                        std::uint32_t cta_rank) {
+  asm volatile(
+      "{\n"
+      ".reg .b32 remote;\n"
+      "mapa.shared::cluster.u32 remote, %0, %1;\n"
+      "mbarrier.arrive.release.cluster.shared::cluster.b64 _, [remote];\n"
+      "}\n" ::"r"(smem_addr(bar)),
+      "r"(cta_rank)
+      : "memory");
+}
+
+__device__ __forceinline__ void tma_load_3d_multicast(void* dst, const CUtensorMap* map,
+                                                      std::uint64_t* bar, int c0, int c1, int c2,
+                                                      std::uint16_t cta_mask) {
+  asm volatile(
+      "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes"
+      ".multicast::cluster [%0], [%1, {%3, %4, %5}], [%2], %6;" ::"r"(smem_addr(dst)),
+      "l"(reinterpret_cast<std::uint64_t>(map)), "r"(smem_addr(bar)), "r"(c0), "r"(c1), "r"(c2),
+      "h"(cta_mask)
+      : "memory");
+}
+
+}  // namespace moerun::cuda::sm90

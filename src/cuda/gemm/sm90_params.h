@@ -1,0 +1,27 @@
+// What the host passes to the Hopper grouped GEMM kernels besides the two tensor maps (shared by
+// the host launcher, cuda/gemm.cu, and the device code; plain C++).
+#pragma once
+
+#include <cstdint>
+
+namespace moerun::cuda::sm90 {
+
+struct GroupedGemmParams {
+  // Layout: masked when masked_m is set, contiguous otherwise.
+  const int* masked_m = nullptr;   // masked: [E_l] valid rows of each expert (rows >= it ignored)
+  const int* m_indices = nullptr;  // contiguous: [M_sum] local expert of each row, -1 = padding
+  int m_max = 0;                   // masked: rows per expert in A and out
+  int m_row_blocks = 0;            // contiguous: M_sum / BLOCK_M
+  const float* a_scale = nullptr;  // FP8: [rows, K / 128]
+  const float* b_scale = nullptr;  // FP8: [E_l, N / 128, K / 128]
+  std::uint16_t* out = nullptr;    // [rows, N] bf16
+  int* counters = nullptr;         // masked overlap: [E_l * counter_blocks] or null
+  int counter_blocks = 0;          // ceil(M_max / 64)
+  int n = 0;
+  int k = 0;
+  int experts = 0;
+  int n_blocks = 0;  // ceil(N / BLOCK_N)
+  int k_blocks = 0;  // ceil(K / BLOCK_K)
+};
+
+}  // namespace moerun::cuda::sm90

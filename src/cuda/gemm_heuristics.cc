@@ -1,0 +1,91 @@
+// Grouped GEMM heuristics: problem -> kernel variant. Only a handful of variants are compiled
+// (gemm/sm90_variants.h); these rules pick among them.
+//
+// Fixed by the variants rather than chosen here, and why:
+//  - BLOCK_K = 128 bytes of K (64 bf16, 128 e4m3): one 128-byte swizzle row per stage, and for FP8
+//    exactly one scale block, so the promotion happens once per stage.
+//  - BLOCK_N: BF16 256 or 128 (128 or 64 fp32 accumulators per thread), FP8 128 (three accumulator
+//    sets of 64 registers: the promoted sums and two partials; one weight scale per tile).
+//  - stages: as many as fit in shared memory beside the epilogue slab (4-8).
+//  - clusters: 1, or 2 CTAs on neighbouring N blocks sharing the A tile by TMA multicast (the
+//    *C2 variants: correct, but measured 2x slower so far), weighed like the others by speed.
+#include "cuda/gemm_heuristics.h"
+
+#include <atomic>
+#include <iterator>
+
+namespace moerun::cuda {
+
+namespace {
+
+using sm90::GemmVariant;
+
+std::atomic<int> forced_variant{-1};
+
+// Throughput of a variant on full tiles relative to the best one of its dtype: the median ratio
+// over the contiguous CudaGroupedGemmBench shapes (H200, 2026-11-25; docs/gemm.md).
+struct Candidate {
+  GemmVariant variant;
+  double speed;
+};
+constexpr Candidate kBf16Candidates[] = {
+    {GemmVariant::kBf16M128N256, 1.0},
+    {GemmVariant::kBf16M128N128, 0.90},
+    {GemmVariant::kBf16M64N256, 0.60},
+    // Measured at half the rate of the same tile without a cluster on every shape (memory-bound
+    // decode too), i.e. as if half the SMs worked: to be investigated (docs/gemm.md), not chosen.
+    {GemmVariant::kBf16M128N256C2, 0.5},
+};
+constexpr Candidate kFp8Candidates[] = {
+    {GemmVariant::kFp8M128N128, 1.0},
+    {GemmVariant::kFp8M64N128, 0.79},
+    {GemmVariant::kFp8M128N128C2, 0.5},  // as kBf16M128N256C2
+};
+
+std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
+
+}  // namespace
+
+void force_gemm_variant_for_testing(int variant) { forced_variant.store(variant); }
+
+GemmChoice choose_gemm_variant(const GemmProblem& problem) {
+  const int forced = forced_variant.load();
+  if (forced >= 0 && forced < sm90::kNumGemmVariants &&
+      sm90::variant_shape(static_cast<GemmVariant>(forced)).fp8 == problem.fp8) {
+    return {static_cast<GemmVariant>(forced), "forced (tests/benchmarks)"};
+  }
+  if (problem.rows_per_group <= 64) {
+    // Few rows per expert (decode): a 128-row tile would be at least half padding, and the time
+    // goes to streaming the weights; one math warpgroup leaves room for more stages in flight.
+    return {problem.fp8 ? GemmVariant::kFp8M64N128 : GemmVariant::kBf16M64N256,
+            "rows per group <= 64: 64-row tiles, deepest pipeline"};
+  }
+  // Otherwise the variant with the best expected rate: its full-tile speed times the fraction of
+  // the last wave's SMs that have work (a persistent CTA per SM walks ceil(tiles / SMs) tiles)
+  // times the fraction of its rows that hold tokens.
+  const Candidate* begin = problem.fp8 ? std::begin(kFp8Candidates) : std::begin(kBf16Candidates);
+  const Candidate* end = problem.fp8 ? std::end(kFp8Candidates) : std::end(kBf16Candidates);
+  GemmChoice best{begin->variant, "rows per group > 64: best speed x wave fill x row fill"};
+  double best_score = -1.0;
+  const std::int64_t sms = problem.num_sms > 0 ? problem.num_sms : 132;
+  for (const Candidate* c = begin; c != end; ++c) {
+    const sm90::VariantShape shape = sm90::variant_shape(c->variant);
+    const std::int64_t row_blocks = ceil_div(problem.rows_per_group, shape.block_m);
+    // A cluster's N blocks run together: round them up to whole clusters.
+    const std::int64_t n_blocks =
+        ceil_div(ceil_div(problem.n, shape.block_n), shape.cluster_n) * shape.cluster_n;
+    const std::int64_t tiles = std::int64_t{problem.groups} * row_blocks * n_blocks;
+    const double wave_fill =
+        static_cast<double>(tiles) / static_cast<double>(ceil_div(tiles, sms) * sms);
+    const double row_fill = static_cast<double>(problem.rows_per_group) /
+                            static_cast<double>(row_blocks * shape.block_m);
+    const double score = c->speed * wave_fill * row_fill;
+    if (score > best_score * 1.02) {  // ties (within 2%) go to the earlier, larger tile
+      best_score = score;
+      best.variant = c->variant;
+    }
+  }
+  return best;
+}
+
+}  // namespace moerun::cuda

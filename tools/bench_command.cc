@@ -255,6 +255,7 @@ int bench_command(const BenchArgs& args) {
                 {"routed_rows", r.routed_rows},
                 {"experts_used", r.experts_used},
                 {"tokens_touched", r.tokens_touched}};
+      if (!r.note.empty()) j["note"] = r.note;
       if (time_stages) {
         json stages = json::object();
         double sum = 0;
@@ -282,6 +283,7 @@ int bench_command(const BenchArgs& args) {
             model.c_str(), static_cast<long long>(t), config.ep_size, config.num_local_experts(),
             config.num_experts, std::string(layout_name(r.layout)).c_str(), r.routed_rows,
             r.experts_used, r.input_sets, static_cast<double>(r.workspace_bytes) * 1e-9);
+        if (!r.note.empty()) std::printf("  note: %s\n", r.note.c_str());
         std::printf("  %-18s %10s %9s %9s %7s %8s\n", "stage", "us", "TFLOP/s", "GB/s", "%copy",
                     "%matrix");
         double sum = 0;

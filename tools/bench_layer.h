@@ -45,6 +45,7 @@ struct CaseResult {
   double tokens_touched = 0;  // tokens with at least one local slot
   std::array<Measure, cuda::kNumStages> stages{};
   Measure layer;
+  std::string note;  // how the timing departed from the case's settings, if it did
 };
 
 // Device bytes the case needs (weights, layer workspace, input sets); for skipping what cannot fit.

@@ -20,6 +20,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <string>
 
 #include "cuda/activation.h"
@@ -96,10 +97,8 @@ struct ActParams {
   const int* m_indices;  // contiguous: [rows]
 };
 
-// Pieces of a row each lane loads before computing any (memory-level parallelism).
-constexpr int kUnroll = 2;
 // Table path: one block of 768 threads per SM fills the 31 KiB table once (about 10 entries per
-// thread) and keeps it for every row it walks. (1024 threads cap registers at 64: BF16 spills.)
+// thread) and keeps it for every item it walks. (1024 threads cap registers at 64: BF16 spills.)
 constexpr int kTableThreads = 768;
 // Direct path (little work: the table would not pay for itself): small blocks, many SMs.
 constexpr int kDirectThreads = 256;
@@ -124,24 +123,167 @@ __device__ __forceinline__ void unpack_piece(const uint4 (&v)[kCols / 8],
   }
 }
 
-// The warp's walk over rows that hold tokens, then per row its pieces of kCols columns, lanes
-// striding by 32 pieces, kUnroll pieces in flight per lane. FP8: kCols = 16 and a 128-column group
-// is 8 consecutive lanes (pieces per row is a multiple of 8 and every pass starts at a multiple of
-// 32, so a group's lanes are all active or all idle). Idle lanes still join the shuffles.
-//
+// One warp's item: a row holding tokens and one pass over 32 * kUnroll consecutive pieces of it
+// (lane l takes pieces pass + 32 * u + l). Warp-uniform.
+struct Item {
+  long long at;  // in [0, rows with tokens (masked) or buffer rows (contiguous)) x passes
+  long long row;    // buffer row
+  int pass;         // first piece
+};
+
+// The lane's pieces of one item, loaded (zeros past the row's end).
+template <int kCols, int kUnroll>
+struct Tile {
+  uint4 gate[kUnroll][kCols / 8];
+  uint4 up[kUnroll][kCols / 8];
+};
+
+template <int kCols, int kUnroll>
+__device__ __forceinline__ void load_item(const ActParams& p, const Item& item, int lane,
+                                          Tile<kCols, kUnroll>& t) {
+  const std::uint16_t* gate_row = p.gate_up + item.row * 2 * p.inter;
+#pragma unroll
+  for (int u = 0; u < kUnroll; ++u) {
+    const int piece = item.pass + u * 32 + lane;
+#pragma unroll
+    for (int q = 0; q < kCols / 8; ++q) {
+      t.gate[u][q] = make_uint4(0, 0, 0, 0);
+      t.up[u][q] = make_uint4(0, 0, 0, 0);
+    }
+    if (piece < p.pieces) {
+      const auto* g = reinterpret_cast<const uint4*>(gate_row + piece * kCols);
+      const auto* up = reinterpret_cast<const uint4*>(gate_row + p.inter + piece * kCols);
+#pragma unroll
+      for (int q = 0; q < kCols / 8; ++q) {
+        t.gate[u][q] = __ldg(g + q);
+        t.up[u][q] = __ldg(up + q);
+      }
+    }
+  }
+}
+
+// NOTE: sm_90's bulk prefetch: one instruction asks L2 for a whole byte range (16-byte aligned,
+// a multiple of 16 bytes), so the item after the current one arrives while this one computes.
+template <int kCols, int kUnroll>
+__device__ __forceinline__ void prefetch_item(const ActParams& p, const Item& item) {
+  const int first = item.pass * kCols;
+  const int last = min((item.pass + 32 * kUnroll) * kCols, p.inter);
+  const unsigned bytes = static_cast<unsigned>(last - first) * 2;
+  const std::uint16_t* gate = p.gate_up + item.row * 2 * p.inter + first;
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(gate), "r"(bytes) : "memory");
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(gate + p.inter), "r"(bytes)
+               : "memory");
+}
+
+template <bool kFp8, bool kTable, int kCols, int kUnroll>
+__device__ __forceinline__ void compute_item(const ActParams& p, const float* table,
+                                             const Item& item, int lane,
+                                             const Tile<kCols, kUnroll>& t) {
+#pragma unroll
+  for (int u = 0; u < kUnroll; ++u) {
+    const int piece = item.pass + u * 32 + lane;
+    if (kFp8 ? item.pass + u * 32 >= p.pieces : piece >= p.pieces) break;  // FP8: warp-uniform
+    std::uint16_t gate_bits[kCols], up_bits[kCols];
+    float g[kCols], up[kCols], y[kCols];
+    unpack_piece<kCols>(t.gate[u], gate_bits, g);
+    unpack_piece<kCols>(t.up[u], up_bits, up);
+#pragma unroll
+    for (int i = 0; i < kCols; ++i) {
+      float s;
+      if constexpr (kTable) {
+        const int slot = silu_table_slot(gate_bits[i]);
+        if (slot >= 0) {
+          s = table[slot];
+        } else if (slot == kSiluHalve) {
+          s = __fmul_rn(g[i], 0.5f);
+        } else if (slot == kSiluIdentity) {
+          s = g[i];
+        } else {
+          s = silu_direct(g[i]);
+        }
+      } else {
+        s = silu_direct(g[i]);
+      }
+      y[i] = __fmul_rn(s, up[i]);
+    }
+    const bool active = piece < p.pieces;
+    if constexpr (kFp8) {
+      float scale;
+      const uint4 codes = quantize_fp8x16_group8(y, scale);  // all lanes: full-mask shuffles
+      if (active) {
+        auto* out = static_cast<std::uint8_t*>(p.out) + item.row * p.inter + piece * kCols;
+        *reinterpret_cast<uint4*>(out) = codes;
+        if (lane % 8 == 0) p.out_scale[item.row * (p.inter / 128) + piece / 8] = scale;
+      }
+    } else {
+      auto* out = reinterpret_cast<uint4*>(static_cast<std::uint16_t*>(p.out) +
+                                           item.row * p.inter + piece * kCols);
+#pragma unroll
+      for (int q = 0; q < kCols / 8; ++q) {
+        float part[8];
+#pragma unroll
+        for (int i = 0; i < 8; ++i) part[i] = y[q * 8 + i];
+        out[q] = pack_bf16x8(part);
+      }
+    }
+  }
+}
+
+// The walk: items index, index + stride, ... below `total_items`, skipping contiguous padding
+// rows. Masked items count rows of the compacted list (expert e's rows [0, masked_m[e]) in
+// expert order), so rows without tokens cost nothing.
+struct Walk {
+  const ActParams* p;
+  const long long* first_row;  // masked: exclusive prefix of masked_m, [E_l + 1]
+  long long total_items;
+  long long stride;
+  int passes;  // items per row
+  int pass_pieces;
+
+  // Moves `item` to the first valid item at or after `at`; false when the walk is done.
+  __device__ __forceinline__ bool seek(Item& item) const {
+    for (; item.at < total_items; item.at += stride) {
+      const long long v = item.at / passes;
+      item.pass = static_cast<int>(item.at - v * passes) * pass_pieces;
+      if (p->m_max > 0) {
+        // The expert holding compacted row v: the last e with first_row[e] <= v (empty experts
+        // share their start with the next one).
+        int lo = 0, hi = p->experts - 1;
+        while (lo < hi) {
+          const int mid = (lo + hi + 1) / 2;
+          if (first_row[mid] <= v) {
+            lo = mid;
+          } else {
+            hi = mid - 1;
+          }
+        }
+        item.row = lo * p->m_max + (v - first_row[lo]);
+        return true;
+      }
+      item.row = v;
+      if (p->m_indices[v] >= 0) return true;  // padding rows are never read or written
+    }
+    return false;
+  }
+};
+
 // Launch: grid <= SMs (table) or a few blocks per SM (direct), kThreads threads; static shared
-// memory: the table (31 KiB, table path) and the masked layout's row prefix (E_l + 1 ints).
-// Masked: warps take rows of the compacted list (expert e's rows [0, masked_m[e]) in expert
-// order), so rows without tokens cost nothing; contiguous: warps take buffer rows and skip
-// those with m_indices < 0. Rows without a token are never read or written.
-template <bool kFp8, bool kTable, int kCols, int kThreads>
+// memory: the table (31 KiB, table path) and the masked layout's row prefix (E_l + 1 longs).
+// Each warp walks items (a row, 32 * kUnroll pieces of kCols columns); kCols = 16 for FP8, where
+// a 128-column group is 8 consecutive lanes (pieces per row is a multiple of 8 and a pass starts
+// at a multiple of 32, so a group's lanes are all active or all idle; idle lanes still join the
+// shuffles). kDoubleBuffer: the next item's loads are issued before the current item computes.
+// kPrefetch: the item after those is asked of L2 in bulk.
+template <bool kFp8, bool kTable, int kCols, int kThreads, int kUnroll, bool kDoubleBuffer,
+          bool kPrefetch>
 __global__ void __launch_bounds__(kThreads) silu_and_mul_kernel(ActParams p) {
   static_assert(kCols == 8 || kCols == 16, "a piece is one or two 16-byte vectors of bf16");
   static_assert(!kFp8 || kCols == 16, "FP8 groups are 8 lanes x 16 columns");
   static_assert(kThreads % 32 == 0, "whole warps");
   constexpr int kWarps = kThreads / 32;
   __shared__ float table[kTable ? kSiluTableEntries : 1];
-  __shared__ long long first_row[kPermuteMaxLocalExperts + 1];  // masked: exclusive prefix
+  __shared__ long long first_row[kPermuteMaxLocalExperts + 1];
+  __shared__ int counts[kPermuteMaxLocalExperts];
 
   if constexpr (kTable) {
     for (int i = threadIdx.x; i < kSiluTableEntries; i += kThreads) {
@@ -150,119 +292,77 @@ __global__ void __launch_bounds__(kThreads) silu_and_mul_kernel(ActParams p) {
   }
   const bool masked = p.m_max > 0;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  if (masked && warp == 0) {
-    // Lane l sums experts [l * per_lane, (l + 1) * per_lane); a warp scan joins the lanes.
-    const int per_lane = (p.experts + 31) / 32;
-    const int begin = min(lane * per_lane, p.experts), end = min(begin + per_lane, p.experts);
-    long long sum = 0;
-    for (int e = begin; e < end; ++e) sum += min(static_cast<long long>(p.masked_m[e]), p.m_max);
-    long long inclusive = sum;
+  if (masked) {
+    for (int e = threadIdx.x; e < p.experts; e += kThreads) {
+      counts[e] = static_cast<int>(min(static_cast<long long>(p.masked_m[e]), p.m_max));
+    }
+    __syncthreads();
+    if (warp == 0) {
+      // Lane l sums experts [l * per_lane, (l + 1) * per_lane); a warp scan joins the lanes.
+      const int per_lane = (p.experts + 31) / 32;
+      const int begin = min(lane * per_lane, p.experts), end = min(begin + per_lane, p.experts);
+      long long sum = 0;
+      for (int e = begin; e < end; ++e) sum += counts[e];
+      long long inclusive = sum;
 #pragma unroll
-    for (int offset = 1; offset < 32; offset *= 2) {
-      const long long other = __shfl_up_sync(0xffffffffu, inclusive, offset);
-      if (lane >= offset) inclusive += other;
+      for (int offset = 1; offset < 32; offset *= 2) {
+        const long long other = __shfl_up_sync(0xffffffffu, inclusive, offset);
+        if (lane >= offset) inclusive += other;
+      }
+      long long running = inclusive - sum;
+      for (int e = begin; e < end; ++e) {
+        first_row[e] = running;
+        running += counts[e];
+      }
+      if (lane == 31) first_row[p.experts] = inclusive;
     }
-    long long running = inclusive - sum;
-    for (int e = begin; e < end; ++e) {
-      first_row[e] = running;
-      running += min(static_cast<long long>(p.masked_m[e]), p.m_max);
-    }
-    if (lane == 31) first_row[p.experts] = inclusive;
   }
   __syncthreads();
 
-  const long long total = masked ? first_row[p.experts] : p.rows;
-  const long long row_stride = static_cast<long long>(gridDim.x) * kWarps;
-  for (long long v = static_cast<long long>(blockIdx.x) * kWarps + warp; v < total;
-       v += row_stride) {
-    long long row;
-    if (masked) {
-      // The expert holding compacted row v: the last e with first_row[e] <= v (empty experts
-      // share their start with the next one).
-      int lo = 0, hi = p.experts - 1;
-      while (lo < hi) {
-        const int mid = (lo + hi + 1) / 2;
-        if (first_row[mid] <= v) {
-          lo = mid;
-        } else {
-          hi = mid - 1;
-        }
-      }
-      row = lo * p.m_max + (v - first_row[lo]);
-    } else {
-      row = v;
-      if (p.m_indices[row] < 0) continue;  // uniform over the warp: padding rows are skipped
+  constexpr int kPassPieces = 32 * kUnroll;
+  Walk walk{};
+  walk.p = &p;
+  walk.first_row = first_row;
+  walk.passes = (p.pieces + kPassPieces - 1) / kPassPieces;
+  walk.pass_pieces = kPassPieces;
+  walk.total_items = (masked ? first_row[p.experts] : p.rows) * walk.passes;
+  walk.stride = static_cast<long long>(gridDim.x) * kWarps;
+  Item item{static_cast<long long>(blockIdx.x) * kWarps + warp, 0, 0};
+  if (!walk.seek(item)) return;
+
+  if constexpr (!kDoubleBuffer) {
+    while (true) {
+      Item next = item;
+      next.at += walk.stride;
+      const bool more = walk.seek(next);
+      if (kPrefetch && more && lane == 0) prefetch_item<kCols, kUnroll>(p, next);
+      Tile<kCols, kUnroll> tile;
+      load_item(p, item, lane, tile);
+      compute_item<kFp8, kTable>(p, table, item, lane, tile);
+      if (!more) break;
+      item = next;
     }
-    const std::uint16_t* gate_row = p.gate_up + row * 2 * p.inter;
-    for (int pass = 0; pass < p.pieces; pass += 32 * kUnroll) {
-      uint4 gv[kUnroll][kCols / 8], uv[kUnroll][kCols / 8];
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const int piece = pass + u * 32 + lane;
-#pragma unroll
-        for (int q = 0; q < kCols / 8; ++q) {
-          gv[u][q] = make_uint4(0, 0, 0, 0);
-          uv[u][q] = make_uint4(0, 0, 0, 0);
-        }
-        if (piece < p.pieces) {
-          const auto* g = reinterpret_cast<const uint4*>(gate_row + piece * kCols);
-          const auto* up = reinterpret_cast<const uint4*>(gate_row + p.inter + piece * kCols);
-#pragma unroll
-          for (int q = 0; q < kCols / 8; ++q) {
-            gv[u][q] = __ldg(g + q);
-            uv[u][q] = __ldg(up + q);
-          }
+  } else {
+    Tile<kCols, kUnroll> a, b;
+    load_item(p, item, lane, a);
+    // One step: issue the next item's loads into `next`, compute `current`, advance.
+    auto step = [&](Tile<kCols, kUnroll>& current, Tile<kCols, kUnroll>& next_tile) {
+      Item next = item;
+      next.at += walk.stride;
+      const bool more = walk.seek(next);
+      if (more) {
+        load_item(p, next, lane, next_tile);
+        if constexpr (kPrefetch) {
+          Item after = next;
+          after.at += walk.stride;
+          if (walk.seek(after) && lane == 0) prefetch_item<kCols, kUnroll>(p, after);
         }
       }
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const int piece = pass + u * 32 + lane;
-        if (kFp8 ? pass + u * 32 >= p.pieces : piece >= p.pieces) break;  // FP8: warp-uniform
-        std::uint16_t gate_bits[kCols];
-        float g[kCols], up[kCols], y[kCols];
-        unpack_piece<kCols>(gv[u], gate_bits, g);
-        std::uint16_t up_bits[kCols];
-        unpack_piece<kCols>(uv[u], up_bits, up);
-#pragma unroll
-        for (int i = 0; i < kCols; ++i) {
-          float s;
-          if constexpr (kTable) {
-            const int slot = silu_table_slot(gate_bits[i]);
-            if (slot >= 0) {
-              s = table[slot];
-            } else if (slot == kSiluHalve) {
-              s = __fmul_rn(g[i], 0.5f);
-            } else if (slot == kSiluIdentity) {
-              s = g[i];
-            } else {
-              s = silu_direct(g[i]);
-            }
-          } else {
-            s = silu_direct(g[i]);
-          }
-          y[i] = __fmul_rn(s, up[i]);
-        }
-        const bool active = piece < p.pieces;
-        if constexpr (kFp8) {
-          float scale;
-          const uint4 codes = quantize_fp8x16_group8(y, scale);  // all lanes: full-mask shuffles
-          if (active) {
-            auto* out = static_cast<std::uint8_t*>(p.out) + row * p.inter + piece * kCols;
-            *reinterpret_cast<uint4*>(out) = codes;
-            if (lane % 8 == 0) p.out_scale[row * (p.inter / 128) + piece / 8] = scale;
-          }
-        } else {
-          auto* out = reinterpret_cast<uint4*>(static_cast<std::uint16_t*>(p.out) + row * p.inter +
-                                               piece * kCols);
-#pragma unroll
-          for (int q = 0; q < kCols / 8; ++q) {
-            float part[8];
-#pragma unroll
-            for (int i = 0; i < 8; ++i) part[i] = y[q * 8 + i];
-            out[q] = pack_bf16x8(part);
-          }
-        }
-      }
+      compute_item<kFp8, kTable>(p, table, item, lane, current);
+      item = next;
+      return more;
+    };
+    while (step(a, b) && step(b, a)) {
     }
   }
 }
@@ -277,23 +377,50 @@ int multiprocessors() {
   return count;
 }
 
-template <bool kFp8, bool kTable, int kCols, int kThreads>
+// EXPERIMENT (device run of 2026-11-25): MOERUN_SILU_VARIANT picks the walk:
+//   0: 2 pieces per item; 1: + L2 bulk prefetch of the next item; 2: 1 piece, double buffer;
+//   3: 2 + L2 prefetch of the item after next. (2 pieces with a double buffer spills.)
+int silu_variant() {
+  static const int v = [] {
+    const char* env = std::getenv("MOERUN_SILU_VARIANT");
+    return env != nullptr ? std::atoi(env) : 2;
+  }();
+  return v;
+}
+
+template <bool kFp8, bool kTable, int kCols, int kThreads, int kUnroll, bool kDoubleBuffer,
+          bool kPrefetch>
 void launch(const ActParams& p, long long rows_upper, cudaStream_t stream) {
   constexpr int kWarps = kThreads / 32;
+  const long long passes = ceil_div<long long>(p.pieces, 32 * kUnroll);
   const long long per_sm = kTable ? 1 : 2048 / kThreads;
-  const long long blocks =
-      std::clamp<long long>(ceil_div<long long>(rows_upper, kWarps), 1, per_sm * multiprocessors());
-  silu_and_mul_kernel<kFp8, kTable, kCols, kThreads>
+  const long long blocks = std::clamp<long long>(ceil_div<long long>(rows_upper * passes, kWarps),
+                                                 1, per_sm * multiprocessors());
+  silu_and_mul_kernel<kFp8, kTable, kCols, kThreads, kUnroll, kDoubleBuffer, kPrefetch>
       <<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(p);
   MOERUN_CUDA_CHECK_LAUNCH();
+}
+
+template <bool kFp8, bool kTable, int kCols, int kThreads>
+void launch_variant(const ActParams& p, long long rows_upper, cudaStream_t stream) {
+  switch (silu_variant()) {
+    case 0:
+      return launch<kFp8, kTable, kCols, kThreads, 2, false, false>(p, rows_upper, stream);
+    case 1:
+      return launch<kFp8, kTable, kCols, kThreads, 2, false, true>(p, rows_upper, stream);
+    case 3:
+      return launch<kFp8, kTable, kCols, kThreads, 1, true, true>(p, rows_upper, stream);
+    default:
+      return launch<kFp8, kTable, kCols, kThreads, 1, true, false>(p, rows_upper, stream);
+  }
 }
 
 template <bool kFp8, int kCols>
 void launch_path(const ActParams& p, long long rows_upper, cudaStream_t stream) {
   if (rows_upper * p.inter >= kTableMinElements) {
-    launch<kFp8, true, kCols, kTableThreads>(p, rows_upper, stream);
+    launch_variant<kFp8, true, kCols, kTableThreads>(p, rows_upper, stream);
   } else {
-    launch<kFp8, false, kCols, kDirectThreads>(p, rows_upper, stream);
+    launch_variant<kFp8, false, kCols, kDirectThreads>(p, rows_upper, stream);
   }
 }
 

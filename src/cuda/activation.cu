@@ -15,12 +15,13 @@
 // exp(-g)) depends only on the bf16 gate, so with enough rows the kernel fills a 31 KiB shared
 // table with S over the bf16 gates that need exp (silu_bf16.h; each entry computed by the same
 // exact evaluation, so the result is bit for bit unchanged) and reads it per element. Small
-// launches skip the table and evaluate directly. Either way 16-byte loads, kUnroll pieces in flight
-// per lane, 16 FP8 codes per 16-byte store, and only rows holding tokens are visited.
+// launches skip the table and evaluate directly. Either way: 16-byte loads, warps walking (row,
+// 1024-column) items so that few or long rows still spread over every SM, the next item
+// prefetched into L2, 16 FP8 codes per 16-byte store, and only rows holding tokens visited.
+// H200, T 8192 (moerun bench, 2026-11-25): 2.2-3.0 TB/s, 53-72% of the measured copy bandwidth.
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <string>
 
 #include "cuda/activation.h"
@@ -97,6 +98,10 @@ struct ActParams {
   const int* m_indices;  // contiguous: [rows]
 };
 
+// Pieces per lane in one item (2 x 64 bytes of gate_up loaded before computing). Measured on the
+// H200 (2026-11-25, T 8192): 1 piece with the next item double-buffered in registers was 10-20%
+// slower; 2 with the L2 bulk prefetch of the next item (kept) ~3% faster than without.
+constexpr int kUnroll = 2;
 // Table path: one block of 768 threads per SM fills the 31 KiB table once (about 10 entries per
 // thread) and keeps it for every item it walks. (1024 threads cap registers at 64: BF16 spills.)
 constexpr int kTableThreads = 768;
@@ -126,9 +131,9 @@ __device__ __forceinline__ void unpack_piece(const uint4 (&v)[kCols / 8],
 // One warp's item: a row holding tokens and one pass over 32 * kUnroll consecutive pieces of it
 // (lane l takes pieces pass + 32 * u + l). Warp-uniform.
 struct Item {
-  long long at;  // in [0, rows with tokens (masked) or buffer rows (contiguous)) x passes
-  long long row;    // buffer row
-  int pass;         // first piece
+  long long at;   // in [0, rows with tokens (masked) or buffer rows (contiguous)) x passes
+  long long row;  // buffer row
+  int pass;       // first piece
 };
 
 // The lane's pieces of one item, loaded (zeros past the row's end).
@@ -216,8 +221,8 @@ __device__ __forceinline__ void compute_item(const ActParams& p, const float* ta
         if (lane % 8 == 0) p.out_scale[item.row * (p.inter / 128) + piece / 8] = scale;
       }
     } else {
-      auto* out = reinterpret_cast<uint4*>(static_cast<std::uint16_t*>(p.out) +
-                                           item.row * p.inter + piece * kCols);
+      auto* out = reinterpret_cast<uint4*>(static_cast<std::uint16_t*>(p.out) + item.row * p.inter +
+                                           piece * kCols);
 #pragma unroll
       for (int q = 0; q < kCols / 8; ++q) {
         float part[8];
@@ -272,10 +277,8 @@ struct Walk {
 // Each warp walks items (a row, 32 * kUnroll pieces of kCols columns); kCols = 16 for FP8, where
 // a 128-column group is 8 consecutive lanes (pieces per row is a multiple of 8 and a pass starts
 // at a multiple of 32, so a group's lanes are all active or all idle; idle lanes still join the
-// shuffles). kDoubleBuffer: the next item's loads are issued before the current item computes.
-// kPrefetch: the item after those is asked of L2 in bulk.
-template <bool kFp8, bool kTable, int kCols, int kThreads, int kUnroll, bool kDoubleBuffer,
-          bool kPrefetch>
+// shuffles). While an item loads and computes, lane 0 asks L2 for the warp's next item in bulk.
+template <bool kFp8, bool kTable, int kCols, int kThreads>
 __global__ void __launch_bounds__(kThreads) silu_and_mul_kernel(ActParams p) {
   static_assert(kCols == 8 || kCols == 16, "a piece is one or two 16-byte vectors of bf16");
   static_assert(!kFp8 || kCols == 16, "FP8 groups are 8 lanes x 16 columns");
@@ -330,40 +333,16 @@ __global__ void __launch_bounds__(kThreads) silu_and_mul_kernel(ActParams p) {
   Item item{static_cast<long long>(blockIdx.x) * kWarps + warp, 0, 0};
   if (!walk.seek(item)) return;
 
-  if constexpr (!kDoubleBuffer) {
-    while (true) {
-      Item next = item;
-      next.at += walk.stride;
-      const bool more = walk.seek(next);
-      if (kPrefetch && more && lane == 0) prefetch_item<kCols, kUnroll>(p, next);
-      Tile<kCols, kUnroll> tile;
-      load_item(p, item, lane, tile);
-      compute_item<kFp8, kTable>(p, table, item, lane, tile);
-      if (!more) break;
-      item = next;
-    }
-  } else {
-    Tile<kCols, kUnroll> a, b;
-    load_item(p, item, lane, a);
-    // One step: issue the next item's loads into `next`, compute `current`, advance.
-    auto step = [&](Tile<kCols, kUnroll>& current, Tile<kCols, kUnroll>& next_tile) {
-      Item next = item;
-      next.at += walk.stride;
-      const bool more = walk.seek(next);
-      if (more) {
-        load_item(p, next, lane, next_tile);
-        if constexpr (kPrefetch) {
-          Item after = next;
-          after.at += walk.stride;
-          if (walk.seek(after) && lane == 0) prefetch_item<kCols, kUnroll>(p, after);
-        }
-      }
-      compute_item<kFp8, kTable>(p, table, item, lane, current);
-      item = next;
-      return more;
-    };
-    while (step(a, b) && step(b, a)) {
-    }
+  while (true) {
+    Item next = item;
+    next.at += walk.stride;
+    const bool more = walk.seek(next);
+    if (more && lane == 0) prefetch_item<kCols, kUnroll>(p, next);
+    Tile<kCols, kUnroll> tile;
+    load_item(p, item, lane, tile);
+    compute_item<kFp8, kTable>(p, table, item, lane, tile);
+    if (!more) break;
+    item = next;
   }
 }
 
@@ -377,50 +356,24 @@ int multiprocessors() {
   return count;
 }
 
-// EXPERIMENT (device run of 2026-11-25): MOERUN_SILU_VARIANT picks the walk:
-//   0: 2 pieces per item; 1: + L2 bulk prefetch of the next item; 2: 1 piece, double buffer;
-//   3: 2 + L2 prefetch of the item after next. (2 pieces with a double buffer spills.)
-int silu_variant() {
-  static const int v = [] {
-    const char* env = std::getenv("MOERUN_SILU_VARIANT");
-    return env != nullptr ? std::atoi(env) : 2;
-  }();
-  return v;
-}
-
-template <bool kFp8, bool kTable, int kCols, int kThreads, int kUnroll, bool kDoubleBuffer,
-          bool kPrefetch>
+template <bool kFp8, bool kTable, int kCols, int kThreads>
 void launch(const ActParams& p, long long rows_upper, cudaStream_t stream) {
   constexpr int kWarps = kThreads / 32;
   const long long passes = ceil_div<long long>(p.pieces, 32 * kUnroll);
   const long long per_sm = kTable ? 1 : 2048 / kThreads;
   const long long blocks = std::clamp<long long>(ceil_div<long long>(rows_upper * passes, kWarps),
                                                  1, per_sm * multiprocessors());
-  silu_and_mul_kernel<kFp8, kTable, kCols, kThreads, kUnroll, kDoubleBuffer, kPrefetch>
+  silu_and_mul_kernel<kFp8, kTable, kCols, kThreads>
       <<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(p);
   MOERUN_CUDA_CHECK_LAUNCH();
-}
-
-template <bool kFp8, bool kTable, int kCols, int kThreads>
-void launch_variant(const ActParams& p, long long rows_upper, cudaStream_t stream) {
-  switch (silu_variant()) {
-    case 0:
-      return launch<kFp8, kTable, kCols, kThreads, 2, false, false>(p, rows_upper, stream);
-    case 1:
-      return launch<kFp8, kTable, kCols, kThreads, 2, false, true>(p, rows_upper, stream);
-    case 3:
-      return launch<kFp8, kTable, kCols, kThreads, 1, true, true>(p, rows_upper, stream);
-    default:
-      return launch<kFp8, kTable, kCols, kThreads, 1, true, false>(p, rows_upper, stream);
-  }
 }
 
 template <bool kFp8, int kCols>
 void launch_path(const ActParams& p, long long rows_upper, cudaStream_t stream) {
   if (rows_upper * p.inter >= kTableMinElements) {
-    launch_variant<kFp8, true, kCols, kTableThreads>(p, rows_upper, stream);
+    launch<kFp8, true, kCols, kTableThreads>(p, rows_upper, stream);
   } else {
-    launch_variant<kFp8, false, kCols, kDirectThreads>(p, rows_upper, stream);
+    launch<kFp8, false, kCols, kDirectThreads>(p, rows_upper, stream);
   }
 }
 

@@ -57,7 +57,8 @@ void fill_random_positive(const TensorView& tensor, std::uint64_t seed, float sc
 
 // Random weights of `num_experts` experts of `config`'s shapes and dtype, generated on the device
 // (seconds for DeepSeek-V3's 11 GB, where the host generator takes minutes). Products come out
-// O(1) as with random_weights(). The correction bias (grouped routing) has E entries.
+// O(1) as with random_weights(). The correction bias (grouped routing) has E entries, small
+// enough (+-1e-4) to leave the routing balanced.
 DeviceMoeWeights random_device_weights(const MoeConfig& config, int num_experts, std::uint64_t seed,
                                        cudaStream_t stream);
 

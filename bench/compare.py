@@ -264,14 +264,21 @@ def bench_torch_layer(name, tokens):
 
 # ----------------------------------------------------------------------------- moerun
 def moerun_bench(binary, args):
-    """Runs `moerun bench ... --json`; returns its parsed output, or (None, reason)."""
+    """Runs `moerun bench ... --json` for one model and T; returns its result entry (with
+    `layer_ms`, per-stage `stages` when timed, and the run's `ceilings`), or (None, reason)."""
     if not binary or not os.path.exists(binary):
         return None, "moerun binary not found"
     cmd = [binary, "bench", "--json"] + args
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
         return None, (proc.stderr.strip().splitlines() or ["failed"])[-1][:160]
-    return json.loads(proc.stdout), None
+    out = json.loads(proc.stdout)
+    if not out["results"]:
+        skipped = out["skipped"][0]["reason"] if out["skipped"] else "no result"
+        return None, f"skipped: {skipped}"[:160]
+    result = out["results"][0]
+    result["ceilings"] = out["ceilings"]
+    return result, None
 
 
 # ------------------------------------------------------------------------------ report

@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <exception>
 
+#include "bench_command.h"
 #include "info_command.h"
 #include "moerun/errors.h"
 #include "run_command.h"
@@ -14,6 +15,8 @@ int main(int argc, char** argv) {
   moerun::tools::add_run_command(app, run_args);
   moerun::tools::InfoArgs info_args;
   moerun::tools::add_info_command(app, info_args);
+  moerun::tools::BenchArgs bench_args;
+  moerun::tools::add_bench_command(app, bench_args);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -22,6 +25,7 @@ int main(int argc, char** argv) {
   try {
     if (app.got_subcommand("run")) return moerun::tools::run_command(run_args);
     if (app.got_subcommand("info")) return moerun::tools::info_command(info_args);
+    if (app.got_subcommand("bench")) return moerun::tools::bench_command(bench_args);
   } catch (const moerun::Error& e) {
     std::fprintf(stderr, "%s\n", e.what());
     return 2;

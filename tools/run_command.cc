@@ -16,6 +16,7 @@
 #include "cpu/dense_reference.h"
 #include "cpu/layer.h"
 #include "cpu/routing.h"
+#include "layer_runner.h"
 #include "moerun/errors.h"
 #include "moerun/layer.h"
 #include "progress.h"
@@ -48,7 +49,9 @@ void add_run_command(CLI::App& app, RunArgs& args) {
                   "Permuted layout: masked (decode), contiguous (prefill) or auto")
       ->check(CLI::IsMember({"masked", "contiguous", "auto"}))
       ->capture_default_str();
-  run->add_option("--backend", args.backend, "cpu, cuda, or auto (cuda when available)")
+  run->add_option("--backend", args.backend,
+                  "cpu, cuda, or auto (cuda when a usable device is visible; weights are uploaded "
+                  "to it)")
       ->check(CLI::IsMember({"cpu", "cuda", "auto"}))
       ->capture_default_str();
   run->add_option("--seed", args.seed, "Seed of the random weights and inputs")
@@ -79,6 +82,8 @@ int run_command(const RunArgs& args) {
   config.ep_size = args.ep_size;
   config.validate();
   const std::int64_t tokens = args.tokens;
+  // Before minutes of weight generation: is the backend asked for there at all?
+  const Backend backend = resolve_backend(parse_backend(args.backend));
 
   Progress weight_progress("generating weights");
   const HostMoeWeights weights = random_weights(config, config.num_experts, args.seed,
@@ -89,42 +94,19 @@ int run_command(const RunArgs& args) {
   const cpu::TopK routing =
       cpu::route(config.routing, config.num_experts, logits.view(), all.correction_bias);
 
-  HostTensor out(DType::kBF16, {tokens, config.hidden_size});
   LayerOptions options;
-  options.backend = parse_backend(args.backend);
+  options.backend = backend;
   options.layout = parse_layout(args.layout);
-  // Rank 0's layer decides the backend and layout; the others share them.
-  std::vector<Layer> ranks;
-  for (int r = 0; r < config.ep_size; ++r) {
-    MoeConfig rank_config = config;
-    rank_config.ep_rank = r;
-    const int local = config.num_local_experts();
-    ranks.emplace_back(rank_config, all.slice_experts(r * local, local), options);
-  }
-  const Layout layout = ranks.front().layout_for(tokens);
+  LayerRunner runner(config, all, tokens, options);
+  const Layout layout = runner.layout();
+  runner.set_inputs(hidden.view(), routing.ids.view(), routing.weights.view());
+  // CUDA: one untimed forward first (module load, first touch of the workspace).
+  if (runner.backend() == Backend::kCuda) runner.run();
 
   std::vector<double> seconds;
-  HostTensor partial(DType::kF32, {tokens, config.hidden_size});
-  HostTensor sum(DType::kF32, {tokens, config.hidden_size});
   for (int i = 0; i < args.repeat; ++i) {
     const auto start = std::chrono::steady_clock::now();
-    if (config.ep_size == 1) {
-      ranks.front().forward_routed(hidden.view(), routing.ids.view(), routing.weights.view(),
-                                   out.view());
-    } else {
-      // Standard EP: every rank computes its experts' part; the partials are summed (the
-      // all-reduce) in rank order and rounded once.
-      std::fill(sum.data<float>(), sum.data<float>() + sum.numel(), 0.0f);
-      for (auto& rank : ranks) {
-        rank.forward_routed(hidden.view(), routing.ids.view(), routing.weights.view(),
-                            partial.view());
-        for (std::int64_t j = 0; j < sum.numel(); ++j)
-          sum.data<float>()[j] += partial.data<float>()[j];
-      }
-      for (std::int64_t j = 0; j < sum.numel(); ++j) {
-        out.data<bf16>()[j] = float_to_bf16(sum.data<float>()[j]);
-      }
-    }
+    runner.run();
     seconds.push_back(
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   }
@@ -134,6 +116,7 @@ int run_command(const RunArgs& args) {
   const std::vector<double> reference = cpu::dense_reference(
       config, all, hidden.view(), routing.ids.view(), routing.weights.view(),
       cpu::ActivationQuantization::kRecipe, [&](double f) { reference_progress.update(f); });
+  const HostTensor& out = runner.output();
   const double error = relative_error(out.view(), reference);
   // What the FP8 recipe itself costs: the same layer with exact (unquantized) activations.
   std::optional<double> recipe_error;
@@ -148,7 +131,6 @@ int run_command(const RunArgs& args) {
   const bool ok = error <= tolerance;
   const double tokens_per_s = time_s > 0 ? static_cast<double>(tokens) / time_s : 0.0;
 
-  const Backend backend = ranks.front().backend();
   if (args.json) {
     nlohmann::json j;
     j["model"] = args.model;
@@ -156,6 +138,7 @@ int run_command(const RunArgs& args) {
     j["tokens"] = tokens;
     j["ep_size"] = config.ep_size;
     j["backend"] = backend_name(backend);
+    if (backend == Backend::kCpu && args.backend == "auto") j["cuda"] = cuda_unavailable_reason();
     j["cpu_threads"] = detail::cpu_threads();
     j["layout"] = layout_name(layout);
     j["time_s"] = time_s;
@@ -169,8 +152,13 @@ int run_command(const RunArgs& args) {
     std::printf("moerun run\n");
     std::printf("  model      %s: %s\n", args.model.c_str(), describe(config).c_str());
     std::printf("  tokens     %lld\n", static_cast<long long>(tokens));
-    std::printf("  backend    %s (%d threads)\n", std::string(backend_name(backend)).c_str(),
-                detail::cpu_threads());
+    if (backend == Backend::kCuda) {
+      std::printf("  backend    cuda\n");
+    } else {
+      std::printf("  backend    cpu (%d threads)%s%s\n", detail::cpu_threads(),
+                  args.backend == "auto" ? "; cuda: " : "",
+                  args.backend == "auto" ? cuda_unavailable_reason().c_str() : "");
+    }
     std::printf("  layout     %s\n", std::string(layout_name(layout)).c_str());
     std::printf("  time       %.3f ms (median of %d)\n", time_s * 1e3, args.repeat);
     std::printf("  tokens/s   %.1f\n", tokens_per_s);

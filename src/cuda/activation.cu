@@ -8,8 +8,17 @@
 // often. Either would move whole FP8 groups' scales by an ulp now and then, so the kernel runs
 // glibc's algorithm itself, in the same double operations. A host replica of this code matched
 // std::exp(float) on 4 * 10^8 random inputs (with and without fused multiply-adds in the
-// polynomial, which is what glibc's FMA variant changes). It costs ~10 double operations per
-// element; H200's FP64 rate keeps that well under the kernel's memory time.
+// polynomial, which is what glibc's FMA variant changes).
+//
+// Speed. That evaluation is ~40 instructions per element (double operations, a table load, an
+// IEEE division), which made the first kernel issue-bound at ~1.6 TB/s. But S(g) = g / (1 +
+// exp(-g)) depends only on the bf16 gate, so with enough rows the kernel fills a 31 KiB shared
+// table with S over the bf16 gates that need exp (silu_bf16.h; each entry computed by the same
+// exact evaluation, so the result is bit for bit unchanged) and reads it per element. Small
+// launches skip the table and evaluate directly. Either way: 16-byte loads, warps walking (row,
+// 1024-column) items so that few or long rows still spread over every SM, the next item
+// prefetched into L2, 16 FP8 codes per 16-byte store, and only rows holding tokens visited.
+// H200, T 8192 (moerun bench, 2026-11-25): 2.2-3.0 TB/s, 53-72% of the measured copy bandwidth.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -18,6 +27,8 @@
 #include "cuda/activation.h"
 #include "cuda/cuda_check.h"
 #include "cuda/device_utils.cuh"
+#include "cuda/permute.h"
+#include "cuda/silu_bf16.h"
 #include "moerun/errors.h"
 
 namespace moerun::cuda {
@@ -69,8 +80,9 @@ __device__ __forceinline__ float expf_glibc(float x) {
   return __double2float_rn(y);
 }
 
-__device__ __forceinline__ float silu_mul(float g, float u) {
-  return __fmul_rn(__fdiv_rn(g, __fadd_rn(1.0f, expf_glibc(-g))), u);
+// S(g) = g / (1 + exp(-g)) in the oracle's fp32 operations.
+__device__ __forceinline__ float silu_direct(float g) {
+  return __fdiv_rn(g, __fadd_rn(1.0f, expf_glibc(-g)));
 }
 
 struct ActParams {
@@ -79,52 +91,258 @@ struct ActParams {
   float* out_scale;              // FP8: [rows, I / 128]
   long long rows;
   int inter;
-  const int* masked_m;   // masked
+  int pieces;            // kCols-column pieces per row: I / kCols
+  const int* masked_m;   // masked: [experts]
+  int experts;           // masked
   long long m_max;       // masked; 0 = contiguous
-  const int* m_indices;  // contiguous
+  const int* m_indices;  // contiguous: [rows]
 };
 
-constexpr int kThreads = 128;
-constexpr int kColumns = kThreads * 8;
+// Pieces per lane in one item (2 x 64 bytes of gate_up loaded before computing). Measured on the
+// H200 (2026-11-25, T 8192): 1 piece with the next item double-buffered in registers was 10-20%
+// slower; 2 with the L2 bulk prefetch of the next item (kept) ~3% faster than without.
+constexpr int kUnroll = 2;
+// Table path: one block of 768 threads per SM fills the 31 KiB table once (about 10 entries per
+// thread) and keeps it for every item it walks. (1024 threads cap registers at 64: BF16 spills.)
+constexpr int kTableThreads = 768;
+// Direct path (little work: the table would not pay for itself): small blocks, many SMs.
+constexpr int kDirectThreads = 256;
+// Elements (rows that can hold tokens x I) from which the table path is used: filling the table
+// costs about what the direct path spends on 2M elements.
+constexpr long long kTableMinElements = 1ll << 21;
 
-// Launch: grid (ceil(I / 1024), R) with R row-strided blocks, kThreads threads; each thread 8
-// columns (16-byte loads of gate and up). FP8: 16 lanes share one 128-column group.
-template <bool kFp8>
-__global__ void __launch_bounds__(kThreads) silu_and_mul_kernel(ActParams p) {
-  const int column = (blockIdx.x * kThreads + threadIdx.x) * 8;
-  const bool active = column < p.inter;
-  for (long long row = blockIdx.y; row < p.rows; row += gridDim.y) {
-    bool valid;
-    if (p.m_max > 0) {
-      const long long e = row / p.m_max;
-      valid = row - e * p.m_max < p.masked_m[e];
-    } else {
-      valid = p.m_indices[row] >= 0;
-    }
-    if (!valid) continue;  // uniform over the block: rows without a token are never touched
-    float y[8] = {};
-    if (active) {
-      const std::uint16_t* src = p.gate_up + row * 2 * p.inter + column;
-      const uint4 gv = *reinterpret_cast<const uint4*>(src);
-      const uint4 uv = *reinterpret_cast<const uint4*>(src + p.inter);
-      float g[8], u[8];
-      unpack_bf16x8(gv, g);
-      unpack_bf16x8(uv, u);
+// Unpacks kCols bf16 (kCols / 8 16-byte vectors) into raw bits and floats.
+template <int kCols>
+__device__ __forceinline__ void unpack_piece(const uint4 (&v)[kCols / 8],
+                                             std::uint16_t (&bits)[kCols], float (&f)[kCols]) {
 #pragma unroll
-      for (int i = 0; i < 8; ++i) y[i] = silu_mul(g[i], u[i]);
+  for (int q = 0; q < kCols / 8; ++q) {
+    const std::uint32_t words[4] = {v[q].x, v[q].y, v[q].z, v[q].w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      bits[q * 8 + 2 * i] = static_cast<std::uint16_t>(words[i] & 0xffffu);
+      bits[q * 8 + 2 * i + 1] = static_cast<std::uint16_t>(words[i] >> 16);
+      f[q * 8 + 2 * i] = __uint_as_float(words[i] << 16);
+      f[q * 8 + 2 * i + 1] = __uint_as_float(words[i] & 0xffff0000u);
     }
+  }
+}
+
+// One warp's item: a row holding tokens and one pass over 32 * kUnroll consecutive pieces of it
+// (lane l takes pieces pass + 32 * u + l). Warp-uniform.
+struct Item {
+  long long at;   // in [0, rows with tokens (masked) or buffer rows (contiguous)) x passes
+  long long row;  // buffer row
+  int pass;       // first piece
+};
+
+// The lane's pieces of one item, loaded (zeros past the row's end).
+template <int kCols, int kUnroll>
+struct Tile {
+  uint4 gate[kUnroll][kCols / 8];
+  uint4 up[kUnroll][kCols / 8];
+};
+
+template <int kCols, int kUnroll>
+__device__ __forceinline__ void load_item(const ActParams& p, const Item& item, int lane,
+                                          Tile<kCols, kUnroll>& t) {
+  const std::uint16_t* gate_row = p.gate_up + item.row * 2 * p.inter;
+#pragma unroll
+  for (int u = 0; u < kUnroll; ++u) {
+    const int piece = item.pass + u * 32 + lane;
+#pragma unroll
+    for (int q = 0; q < kCols / 8; ++q) {
+      t.gate[u][q] = make_uint4(0, 0, 0, 0);
+      t.up[u][q] = make_uint4(0, 0, 0, 0);
+    }
+    if (piece < p.pieces) {
+      const auto* g = reinterpret_cast<const uint4*>(gate_row + piece * kCols);
+      const auto* up = reinterpret_cast<const uint4*>(gate_row + p.inter + piece * kCols);
+#pragma unroll
+      for (int q = 0; q < kCols / 8; ++q) {
+        t.gate[u][q] = __ldg(g + q);
+        t.up[u][q] = __ldg(up + q);
+      }
+    }
+  }
+}
+
+// NOTE: sm_90's bulk prefetch: one instruction asks L2 for a whole byte range (16-byte aligned,
+// a multiple of 16 bytes), so the item after the current one arrives while this one computes.
+template <int kCols, int kUnroll>
+__device__ __forceinline__ void prefetch_item(const ActParams& p, const Item& item) {
+  const int first = item.pass * kCols;
+  const int last = min((item.pass + 32 * kUnroll) * kCols, p.inter);
+  const unsigned bytes = static_cast<unsigned>(last - first) * 2;
+  const std::uint16_t* gate = p.gate_up + item.row * 2 * p.inter + first;
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(gate), "r"(bytes) : "memory");
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(gate + p.inter), "r"(bytes)
+               : "memory");
+}
+
+template <bool kFp8, bool kTable, int kCols, int kUnroll>
+__device__ __forceinline__ void compute_item(const ActParams& p, const float* table,
+                                             const Item& item, int lane,
+                                             const Tile<kCols, kUnroll>& t) {
+#pragma unroll
+  for (int u = 0; u < kUnroll; ++u) {
+    const int piece = item.pass + u * 32 + lane;
+    if (kFp8 ? item.pass + u * 32 >= p.pieces : piece >= p.pieces) break;  // FP8: warp-uniform
+    std::uint16_t gate_bits[kCols], up_bits[kCols];
+    float g[kCols], up[kCols], y[kCols];
+    unpack_piece<kCols>(t.gate[u], gate_bits, g);
+    unpack_piece<kCols>(t.up[u], up_bits, up);
+#pragma unroll
+    for (int i = 0; i < kCols; ++i) {
+      float s;
+      if constexpr (kTable) {
+        const int slot = silu_table_slot(gate_bits[i]);
+        if (slot >= 0) {
+          s = table[slot];
+        } else if (slot == kSiluHalve) {
+          s = __fmul_rn(g[i], 0.5f);
+        } else if (slot == kSiluIdentity) {
+          s = g[i];
+        } else {
+          s = silu_direct(g[i]);
+        }
+      } else {
+        s = silu_direct(g[i]);
+      }
+      y[i] = __fmul_rn(s, up[i]);
+    }
+    const bool active = piece < p.pieces;
     if constexpr (kFp8) {
       float scale;
-      const uint2 codes = quantize_fp8x8_group16(y, scale);  // all lanes: full-mask shuffles
+      const uint4 codes = quantize_fp8x16_group8(y, scale);  // all lanes: full-mask shuffles
       if (active) {
-        auto* out = static_cast<std::uint8_t*>(p.out) + row * p.inter + column;
-        *reinterpret_cast<uint2*>(out) = codes;
-        if (threadIdx.x % 16 == 0) p.out_scale[row * (p.inter / 128) + column / 128] = scale;
+        auto* out = static_cast<std::uint8_t*>(p.out) + item.row * p.inter + piece * kCols;
+        *reinterpret_cast<uint4*>(out) = codes;
+        if (lane % 8 == 0) p.out_scale[item.row * (p.inter / 128) + piece / 8] = scale;
       }
-    } else if (active) {
-      auto* out = static_cast<std::uint16_t*>(p.out) + row * p.inter + column;
-      *reinterpret_cast<uint4*>(out) = pack_bf16x8(y);
+    } else {
+      auto* out = reinterpret_cast<uint4*>(static_cast<std::uint16_t*>(p.out) + item.row * p.inter +
+                                           piece * kCols);
+#pragma unroll
+      for (int q = 0; q < kCols / 8; ++q) {
+        float part[8];
+#pragma unroll
+        for (int i = 0; i < 8; ++i) part[i] = y[q * 8 + i];
+        out[q] = pack_bf16x8(part);
+      }
     }
+  }
+}
+
+// The walk: items index, index + stride, ... below `total_items`, skipping contiguous padding
+// rows. Masked items count rows of the compacted list (expert e's rows [0, masked_m[e]) in
+// expert order), so rows without tokens cost nothing.
+struct Walk {
+  const ActParams* p;
+  const long long* first_row;  // masked: exclusive prefix of masked_m, [E_l + 1]
+  long long total_items;
+  long long stride;
+  int passes;  // items per row
+  int pass_pieces;
+
+  // Moves `item` to the first valid item at or after `at`; false when the walk is done.
+  __device__ __forceinline__ bool seek(Item& item) const {
+    for (; item.at < total_items; item.at += stride) {
+      const long long v = item.at / passes;
+      item.pass = static_cast<int>(item.at - v * passes) * pass_pieces;
+      if (p->m_max > 0) {
+        // The expert holding compacted row v: the last e with first_row[e] <= v (empty experts
+        // share their start with the next one).
+        int lo = 0, hi = p->experts - 1;
+        while (lo < hi) {
+          const int mid = (lo + hi + 1) / 2;
+          if (first_row[mid] <= v) {
+            lo = mid;
+          } else {
+            hi = mid - 1;
+          }
+        }
+        item.row = lo * p->m_max + (v - first_row[lo]);
+        return true;
+      }
+      item.row = v;
+      if (p->m_indices[v] >= 0) return true;  // padding rows are never read or written
+    }
+    return false;
+  }
+};
+
+// Launch: grid <= SMs (table) or a few blocks per SM (direct), kThreads threads; static shared
+// memory: the table (31 KiB, table path) and the masked layout's row prefix (E_l + 1 longs).
+// Each warp walks items (a row, 32 * kUnroll pieces of kCols columns); kCols = 16 for FP8, where
+// a 128-column group is 8 consecutive lanes (pieces per row is a multiple of 8 and a pass starts
+// at a multiple of 32, so a group's lanes are all active or all idle; idle lanes still join the
+// shuffles). While an item loads and computes, lane 0 asks L2 for the warp's next item in bulk.
+template <bool kFp8, bool kTable, int kCols, int kThreads>
+__global__ void __launch_bounds__(kThreads) silu_and_mul_kernel(ActParams p) {
+  static_assert(kCols == 8 || kCols == 16, "a piece is one or two 16-byte vectors of bf16");
+  static_assert(!kFp8 || kCols == 16, "FP8 groups are 8 lanes x 16 columns");
+  static_assert(kThreads % 32 == 0, "whole warps");
+  constexpr int kWarps = kThreads / 32;
+  __shared__ float table[kTable ? kSiluTableEntries : 1];
+  __shared__ long long first_row[kPermuteMaxLocalExperts + 1];
+  __shared__ int counts[kPermuteMaxLocalExperts];
+
+  if constexpr (kTable) {
+    for (int i = threadIdx.x; i < kSiluTableEntries; i += kThreads) {
+      table[i] = silu_direct(bf16_bits_to_float(silu_table_gate_bits(i)));
+    }
+  }
+  const bool masked = p.m_max > 0;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  if (masked) {
+    for (int e = threadIdx.x; e < p.experts; e += kThreads) {
+      counts[e] = static_cast<int>(min(static_cast<long long>(p.masked_m[e]), p.m_max));
+    }
+    __syncthreads();
+    if (warp == 0) {
+      // Lane l sums experts [l * per_lane, (l + 1) * per_lane); a warp scan joins the lanes.
+      const int per_lane = (p.experts + 31) / 32;
+      const int begin = min(lane * per_lane, p.experts), end = min(begin + per_lane, p.experts);
+      long long sum = 0;
+      for (int e = begin; e < end; ++e) sum += counts[e];
+      long long inclusive = sum;
+#pragma unroll
+      for (int offset = 1; offset < 32; offset *= 2) {
+        const long long other = __shfl_up_sync(0xffffffffu, inclusive, offset);
+        if (lane >= offset) inclusive += other;
+      }
+      long long running = inclusive - sum;
+      for (int e = begin; e < end; ++e) {
+        first_row[e] = running;
+        running += counts[e];
+      }
+      if (lane == 31) first_row[p.experts] = inclusive;
+    }
+  }
+  __syncthreads();
+
+  constexpr int kPassPieces = 32 * kUnroll;
+  Walk walk{};
+  walk.p = &p;
+  walk.first_row = first_row;
+  walk.passes = (p.pieces + kPassPieces - 1) / kPassPieces;
+  walk.pass_pieces = kPassPieces;
+  walk.total_items = (masked ? first_row[p.experts] : p.rows) * walk.passes;
+  walk.stride = static_cast<long long>(gridDim.x) * kWarps;
+  Item item{static_cast<long long>(blockIdx.x) * kWarps + warp, 0, 0};
+  if (!walk.seek(item)) return;
+
+  while (true) {
+    Item next = item;
+    next.at += walk.stride;
+    const bool more = walk.seek(next);
+    if (more && lane == 0) prefetch_item<kCols, kUnroll>(p, next);
+    Tile<kCols, kUnroll> tile;
+    load_item(p, item, lane, tile);
+    compute_item<kFp8, kTable>(p, table, item, lane, tile);
+    if (!more) break;
+    item = next;
   }
 }
 
@@ -136,6 +354,27 @@ int multiprocessors() {
     return sms;
   }();
   return count;
+}
+
+template <bool kFp8, bool kTable, int kCols, int kThreads>
+void launch(const ActParams& p, long long rows_upper, cudaStream_t stream) {
+  constexpr int kWarps = kThreads / 32;
+  const long long passes = ceil_div<long long>(p.pieces, 32 * kUnroll);
+  const long long per_sm = kTable ? 1 : 2048 / kThreads;
+  const long long blocks = std::clamp<long long>(ceil_div<long long>(rows_upper * passes, kWarps),
+                                                 1, per_sm * multiprocessors());
+  silu_and_mul_kernel<kFp8, kTable, kCols, kThreads>
+      <<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(p);
+  MOERUN_CUDA_CHECK_LAUNCH();
+}
+
+template <bool kFp8, int kCols>
+void launch_path(const ActParams& p, long long rows_upper, cudaStream_t stream) {
+  if (rows_upper * p.inter >= kTableMinElements) {
+    launch<kFp8, true, kCols, kTableThreads>(p, rows_upper, stream);
+  } else {
+    launch<kFp8, false, kCols, kDirectThreads>(p, rows_upper, stream);
+  }
 }
 
 }  // namespace
@@ -168,32 +407,41 @@ void silu_and_mul(const TensorView& gate_up, const RowSet& rows, const TensorVie
   if (rows.layout == Layout::kMasked) {
     check_arg(rows.m_max > 0 && n_rows % rows.m_max == 0, "m_max",
               "a positive divisor of the rows (" + std::to_string(n_rows) + ")", rows.m_max);
-    check_tensor(rows.masked_m, "masked_m", DType::kI32, {n_rows / rows.m_max}, DeviceType::kCuda);
+    const std::int64_t experts = n_rows / rows.m_max;
+    check_arg(experts <= kPermuteMaxLocalExperts, "masked experts",
+              "<= " + std::to_string(kPermuteMaxLocalExperts), experts);
+    check_tensor(rows.masked_m, "masked_m", DType::kI32, {experts}, DeviceType::kCuda);
     p.masked_m = rows.masked_m.data_as<const int>();
+    p.experts = static_cast<int>(experts);
     p.m_max = rows.m_max;
   } else {
     check_tensor(rows.m_indices, "m_indices", DType::kI32, {n_rows}, DeviceType::kCuda);
     p.m_indices = rows.m_indices.data_as<const int>();
   }
+  check_arg(reinterpret_cast<std::uintptr_t>(gate_up.data()) % 16 == 0 &&
+                reinterpret_cast<std::uintptr_t>(out.data()) % 16 == 0,
+            "gate_up/activation out", "16-byte aligned device pointers", "a misaligned pointer");
+  check_arg(rows.max_rows_with_tokens >= 0, "max_rows_with_tokens", ">= 0 (0: unknown)",
+            rows.max_rows_with_tokens);
   if (n_rows == 0) return;
   p.gate_up = static_cast<const std::uint16_t*>(gate_up.data());
   p.out = out.data();
   p.out_scale = fp8 ? out_scale.data_as<float>() : nullptr;
   p.rows = n_rows;
   p.inter = static_cast<int>(inter);
-  const auto column_blocks = static_cast<unsigned>(ceil_div<std::int64_t>(inter, kColumns));
-  // Enough blocks to fill the machine a few times over; each walks rows with stride gridDim.y.
-  const std::int64_t target_blocks = std::int64_t{16} * multiprocessors();
-  const auto row_blocks = static_cast<unsigned>(
-      std::clamp<std::int64_t>(ceil_div<std::int64_t>(target_blocks, column_blocks), 1,
-                               std::min<std::int64_t>(n_rows, 65535)));
-  const dim3 grid(column_blocks, row_blocks);
+  const std::int64_t rows_upper =
+      rows.max_rows_with_tokens > 0 ? std::min(n_rows, rows.max_rows_with_tokens) : n_rows;
+  // FP8 (I % 128 == 0) and BF16 with I % 16 == 0: 16 columns per piece, else 8.
   if (fp8) {
-    silu_and_mul_kernel<true><<<grid, kThreads, 0, stream>>>(p);
+    p.pieces = static_cast<int>(inter / 16);
+    launch_path<true, 16>(p, rows_upper, stream);
+  } else if (inter % 16 == 0) {
+    p.pieces = static_cast<int>(inter / 16);
+    launch_path<false, 16>(p, rows_upper, stream);
   } else {
-    silu_and_mul_kernel<false><<<grid, kThreads, 0, stream>>>(p);
+    p.pieces = static_cast<int>(inter / 8);
+    launch_path<false, 8>(p, rows_upper, stream);
   }
-  MOERUN_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace moerun::cuda

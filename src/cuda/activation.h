@@ -18,6 +18,9 @@ struct RowSet {
   TensorView masked_m;  // masked: [E_l] i32 (device)
   std::int64_t m_max = 0;
   TensorView m_indices;  // contiguous: [rows] i32 (device)
+  // At most this many rows hold tokens (T * k, say); 0 = unknown. Sizes the launch and picks the
+  // evaluation path; never affects the result.
+  std::int64_t max_rows_with_tokens = 0;
 };
 
 // gate_up [rows, 2I] bf16 (columns [0, I) gate, [I, 2I) up; leading dims flatten to rows).
@@ -25,7 +28,9 @@ struct RowSet {
 // read and written. y = gate / (1 + exp(-gate)) * up in fp32, each operation IEEE
 // round-to-nearest with no contraction, and exp computed exactly as glibc's expf (the oracle's
 // std::exp(float)): CUDA's expf is within 2 ulp, not glibc's result, and a 1-ulp difference in one
-// element moves a whole FP8 group's scale. See activation.cu.
+// element moves a whole FP8 group's scale. With enough work the kernel reads gate / (1 +
+// exp(-gate)) from a shared-memory table over the bf16 gates, filled with that same evaluation
+// (silu_bf16.h). See activation.cu.
 void silu_and_mul(const TensorView& gate_up, const RowSet& rows, const TensorView& out,
                   const TensorView& out_scale, cudaStream_t stream);
 

@@ -88,4 +88,27 @@ __device__ __forceinline__ uint2 quantize_fp8x8_group16(const float (&x)[8], flo
   return make_uint2(pack_fp8x4(q[0], q[1], q[2], q[3]), pack_fp8x4(q[4], q[5], q[6], q[7]));
 }
 
+// The same step for 16 values per thread, 8 consecutive lanes per 128-column group (lanes 8*i ..
+// 8*i+7); returns the 16 codes in one 16-byte vector. All 32 lanes must call it.
+__device__ __forceinline__ uint4 quantize_fp8x16_group8(const float (&x)[16], float& scale) {
+  float amax = 0.0f;
+#pragma unroll
+  for (int i = 0; i < 16; ++i) amax = fmaxf(amax, fabsf(x[i]));
+#pragma unroll
+  for (int offset = 4; offset >= 1; offset /= 2) {
+    amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, offset));
+  }
+  amax = fmaxf(amax, kDeviceAmaxFloor);
+  const float inverse_scale = __fdiv_rn(kDeviceFp8Max, amax);
+  scale = __fdiv_rn(amax, kDeviceFp8Max);
+  std::uint32_t words[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    words[i] =
+        pack_fp8x4(__fmul_rn(x[4 * i], inverse_scale), __fmul_rn(x[4 * i + 1], inverse_scale),
+                   __fmul_rn(x[4 * i + 2], inverse_scale), __fmul_rn(x[4 * i + 3], inverse_scale));
+  }
+  return make_uint4(words[0], words[1], words[2], words[3]);
+}
+
 }  // namespace moerun::cuda

@@ -90,6 +90,18 @@ std::size_t plan_bytes(const MoeConfig& c, WorkspacePlan plan, bool overlap) {
 
 }  // namespace
 
+void LayerBackend::mark(int index, cudaStream_t stream) const {
+  if (stage_events_ == nullptr) return;
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  MOERUN_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
+  cudaEvent_t event = (*stage_events_)[static_cast<std::size_t>(index)];
+  // NOTE: a plain record inside a capture only orders streams; External makes it a graph node
+  // that records the event on every replay.
+  MOERUN_CUDA_CHECK(capture == cudaStreamCaptureStatusActive
+                        ? cudaEventRecordWithFlags(event, stream, cudaEventRecordExternal)
+                        : cudaEventRecord(event, stream));
+}
+
 WorkspacePlan plan_workspace(const MoeConfig& config, const LayerOptions& options) {
   const std::int64_t max_tokens = options.max_tokens;
   check_arg(max_tokens > 0, "max_tokens",
@@ -175,6 +187,7 @@ void LayerBackend::forward(const TensorView& hidden, const TensorView& router_lo
   const TensorView ids(base + arena.topk_ids, DType::kI32, {tokens, config_.top_k()}, device);
   const TensorView weights(base + arena.topk_weights, DType::kF32, {tokens, config_.top_k()},
                            device);
+  mark(static_cast<int>(Stage::kRouting), stream);
   route(config_.routing, config_.num_experts, router_logits, weights_.correction_bias, ids, weights,
         stream);
   forward_routed(hidden, ids, weights, out, stream);
@@ -200,6 +213,7 @@ void LayerBackend::forward_routed(const TensorView& hidden, const TensorView& to
   const Layout layout = layout_for(tokens);
   const bool masked = layout == Layout::kMasked;
 
+  mark(static_cast<int>(Stage::kDispatchPermute), stream);
   const TensorView local_ids(base + arena.local_ids, DType::kI32, {tokens, k}, device);
   map_to_local(topk_ids, config_.num_experts, config_.ep_size, config_.ep_rank, local_ids, stream);
 
@@ -228,6 +242,7 @@ void LayerBackend::forward_routed(const TensorView& hidden, const TensorView& to
   const GemmOperand w13{weights_.w13, weights_.w13_scale};
   // DESIGN.md's expected_m (global E): a tile-shape hint for the masked GEMMs, never the results.
   const std::int64_t expected_m = ceil_div<std::int64_t>(tokens * k, config_.num_experts);
+  mark(static_cast<int>(Stage::kGateUp), stream);
   if (masked) {
     grouped_gemm_masked({permuted.tokens, permuted.scales}, w13, permuted.masked_m, gate_up,
                         nullptr, stream, expected_m);
@@ -239,11 +254,13 @@ void LayerBackend::forward_routed(const TensorView& hidden, const TensorView& to
   const TensorView activation = rows_view(arena.region_a, act, inter);
   const TensorView activation_scale =
       fp8 ? rows_view(arena.act_scale, DType::kF32, inter / kQuantGroup) : TensorView();
-  silu_and_mul(gate_up, {layout, permuted.masked_m, m_max, permuted.m_indices}, activation,
-               activation_scale, stream);
+  mark(static_cast<int>(Stage::kActivation), stream);
+  silu_and_mul(gate_up, {layout, permuted.masked_m, m_max, permuted.m_indices, tokens * k},
+               activation, activation_scale, stream);
 
   const TensorView down = rows_view(arena.region_b, DType::kBF16, h);
   const GemmOperand w2{weights_.w2, weights_.w2_scale};
+  mark(static_cast<int>(Stage::kDown), stream);
   if (masked && options_.overlap) {
     const std::int64_t counters_count = experts * (m_max / kGemmBlockM);
     const TensorView counters(base + arena.counters, DType::kI32, {counters_count}, device);
@@ -253,7 +270,9 @@ void LayerBackend::forward_routed(const TensorView& hidden, const TensorView& to
         {activation, activation_scale}, w2, permuted.masked_m, down, &signal, stream, expected_m);
     if (!report) throw Error("the down GEMM was asked for an overlap report and gave none");
     const CombineWait wait{counters, m_max, report->block_m, report->threshold};
+    mark(static_cast<int>(Stage::kCombine), stream);
     combine(down, permuted.src2dst, topk_weights, out, &wait, stream);
+    mark(kNumStages, stream);
     return;
   }
   if (masked) {
@@ -263,7 +282,9 @@ void LayerBackend::forward_routed(const TensorView& hidden, const TensorView& to
   } else {
     grouped_gemm_contiguous({activation, activation_scale}, w2, permuted.m_indices, down, stream);
   }
+  mark(static_cast<int>(Stage::kCombine), stream);
   combine(down, permuted.src2dst, topk_weights, out, nullptr, stream);
+  mark(kNumStages, stream);
 }
 
 }  // namespace moerun::cuda

@@ -3,9 +3,11 @@
 
 #include <cuda_runtime_api.h>
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 
+#include "cuda/stages.h"
 #include "moerun/config.h"
 #include "moerun/layer.h"
 #include "moerun/tensor.h"
@@ -16,6 +18,11 @@ namespace moerun::cuda {
 // Tokens up to which LayoutChoice::kAuto uses the masked layout: its GEMMs then have at most
 // M_max = 128 rows per expert, and its launches never depend on the routing.
 inline constexpr std::int64_t kMaskedMaxTokens = 128;
+
+// Events a forward records at the stage boundaries: [s] when stage s starts, [kNumStages] when
+// the layer ends (forward_routed starts at kDispatchPermute and leaves [kRouting] alone). Inside a
+// stream capture they become external event nodes, so graph replays record them too.
+using StageEvents = std::array<cudaEvent_t, kNumStages + 1>;
 
 // How the layer's one allocation is used for a given token cap.
 struct WorkspacePlan {
@@ -38,6 +45,9 @@ class LayerBackend {
   LayerBackend& operator=(const LayerBackend&) = delete;
 
   std::size_t workspace_bytes() const { return plan_.bytes; }
+  // Benchmarks: events to record at the stage boundaries of later forwards (null: none). The
+  // caller keeps them alive while set.
+  void set_stage_events(const StageEvents* events) { stage_events_ = events; }
   Layout layout_for(std::int64_t tokens) const;
 
   // All tensors on the device; enqueued on `stream`, no synchronization. The launch sequence
@@ -50,12 +60,15 @@ class LayerBackend {
 
  private:
   void check_io(const TensorView& hidden, const TensorView& out) const;
+  // Records the event of boundary `index` (a Stage, or kNumStages for the end) when set.
+  void mark(int index, cudaStream_t stream) const;
 
   MoeConfig config_;
   MoeWeights weights_;
   LayerOptions options_;
   WorkspacePlan plan_;
   void* workspace_ = nullptr;
+  const StageEvents* stage_events_ = nullptr;
 };
 
 }  // namespace moerun::cuda

@@ -89,6 +89,11 @@ TEST(CudaSiluAndMul, MatchesOracleBitwise) {
     check_activation(layout, DType::kFP8E4M3, 2048);
     check_activation(layout, DType::kBF16, 200);
     check_activation(layout, DType::kBF16, 1536);
+    // Enough rows x I for the shared-table path (2^21 elements), with a partial last pass over a
+    // row's pieces: FP8 104 pieces of 16 columns, BF16 257 pieces of 8.
+    check_activation(layout, DType::kFP8E4M3, 1664);
+    check_activation(layout, DType::kBF16, 2056);
+    check_activation(layout, DType::kBF16, 1792);  // 16-column pieces (masked: table path)
   }
 }
 

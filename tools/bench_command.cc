@@ -1,0 +1,311 @@
+#include "bench_command.h"
+
+#include <CLI/CLI.hpp>
+#include <cmath>
+#include <cstdio>
+#include <ctime>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cli_options.h"
+#include "cuda/stages.h"
+#include "moerun/config.h"
+#include "moerun/errors.h"
+#ifdef MOERUN_HAS_CUDA
+#include <cuda_runtime_api.h>
+
+#include "bench_ceilings.h"
+#include "bench_layer.h"
+#include "cuda/cuda_check.h"
+#include "cuda/runtime.h"
+#endif
+
+namespace moerun::tools {
+
+namespace {
+
+const std::vector<std::string> kDefaultModels = {"deepseek-v3", "qwen3-30b-a3b", "mixtral-8x7b"};
+const std::vector<std::int64_t> kDefaultTokens = {1, 8, 32, 128, 512, 2048, 8192, 32768};
+
+std::vector<std::string> stage_choices() {
+  std::vector<std::string> names = {"all", "layer"};
+  for (int s = 0; s < cuda::kNumStages; ++s) {
+    names.emplace_back(cuda::stage_name(static_cast<cuda::Stage>(s)));
+  }
+  return names;
+}
+
+}  // namespace
+
+void add_bench_command(CLI::App& app, BenchArgs& args) {
+  CLI::App* bench = app.add_subcommand(
+      "bench",
+      "Time each stage (routing, dispatch+permute+quantize, gate-up GEMM, SiLU-and-mul, down "
+      "GEMM, combine) and the whole layer on the CUDA backend, with random weights and inputs "
+      "generated on the device. Each line: us, TFLOP/s (GEMMs, rows actually routed), GB/s "
+      "(bytes the stage must move, routed experts only) and % of the copy bandwidth and matrix "
+      "rates measured in the same run. Medians of --repeat event-timed CUDA graph replays after "
+      "warm-up, inputs rotated over more than 2x L2.");
+  std::string models;
+  for (const auto& n : model_preset_names()) models += (models.empty() ? "" : ", ") + n;
+  bench
+      ->add_option(
+          "--model", args.models,
+          "Model shapes (" + models + "); default: deepseek-v3, qwen3-30b-a3b, mixtral-8x7b")
+      ->check(CLI::IsMember(model_preset_names()))
+      ->delimiter(',');
+  bench
+      ->add_option("--tokens", args.tokens,
+                   "Token counts T (comma list); default 1,8,32,128,512,2048,8192,32768, each "
+                   "skipped with the reason printed where device memory does not allow it")
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 20))
+      ->delimiter(',');
+  bench
+      ->add_option("--ep-size", args.ep_size,
+                   "Simulate one rank of R: E/R local experts, routing still over all E")
+      ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
+  bench->add_option("--stage", args.stage, "all, layer, or one stage")
+      ->check(CLI::IsMember(stage_choices()))
+      ->capture_default_str();
+  bench->add_option("--layout", args.layout, "masked, contiguous or auto")
+      ->check(CLI::IsMember({"masked", "contiguous", "auto"}))
+      ->capture_default_str();
+  bench->add_option("--repeat", args.repeat, "Timed runs per measurement; the median is reported")
+      ->check(CLI::Range(1, 100000))
+      ->capture_default_str();
+  bench->add_option("--seed", args.seed, "Seed of the random weights and inputs")
+      ->capture_default_str();
+  bench->add_flag("--json", args.json, "Print one JSON object instead of text");
+  bench->add_flag("--no-graph", args.no_graph, "Time plain launches instead of graph replays");
+  bench->add_flag("--skip-ceilings", args.skip_ceilings,
+                  "Do not measure the ceilings (no % columns); for profilers");
+}
+
+#ifndef MOERUN_HAS_CUDA
+
+int bench_command(const BenchArgs&) {
+  throw Error("bench: this build has no CUDA backend (configure with nvcc available)");
+}
+
+#else
+
+namespace {
+
+using nlohmann::json;
+
+struct Metrics {
+  double us, gbs, tflops, pct_copy, pct_matrix;
+};
+
+Metrics metrics(const Measure& m, const std::optional<Ceilings>& ceilings, bool fp8) {
+  const double s = m.us * 1e-6;
+  Metrics r{m.us, s > 0 ? m.bytes / s * 1e-9 : 0, s > 0 ? m.flops / s * 1e-12 : 0, NAN, NAN};
+  if (ceilings) {
+    r.pct_copy = 100.0 * r.gbs / ceilings->copy_gbs;
+    const double rate = fp8 ? ceilings->fp8_tflops : ceilings->bf16_tflops;
+    if (m.flops > 0 && rate > 0) r.pct_matrix = 100.0 * r.tflops / rate;
+  }
+  return r;
+}
+
+json metrics_json(const Measure& m, const std::optional<Ceilings>& ceilings, bool fp8) {
+  const Metrics x = metrics(m, ceilings, fp8);
+  json j = {{"us", x.us}, {"gbs", x.gbs}, {"bytes", m.bytes}};
+  if (m.flops > 0) {
+    j["tflops"] = x.tflops;
+    j["flops"] = m.flops;
+  }
+  if (std::isfinite(x.pct_copy)) j["pct_copy"] = x.pct_copy;
+  if (std::isfinite(x.pct_matrix)) j["pct_matrix"] = x.pct_matrix;
+  return j;
+}
+
+std::string cell(double v, const char* format) {
+  if (!std::isfinite(v)) return "-";
+  char buffer[32];
+  std::snprintf(buffer, sizeof buffer, format, v);
+  return buffer;
+}
+
+void print_line(const char* name, const Measure& m, const std::optional<Ceilings>& ceilings,
+                bool fp8) {
+  const Metrics x = metrics(m, ceilings, fp8);
+  std::printf("  %-18s %10.1f %9s %9.0f %7s %8s\n", name, x.us,
+              cell(m.flops > 0 ? x.tflops : NAN, "%.1f").c_str(), x.gbs,
+              cell(x.pct_copy, "%.1f").c_str(), cell(x.pct_matrix, "%.1f").c_str());
+}
+
+std::string utc_now() {
+  const std::time_t now = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&now, &tm);
+  char buffer[32];
+  std::strftime(buffer, sizeof buffer, "%Y-%m-%d %H:%M UTC", &tm);
+  return buffer;
+}
+
+}  // namespace
+
+int bench_command(const BenchArgs& args) {
+  const std::string reason = cuda::device_unavailable_reason();
+  if (!reason.empty()) throw Error("bench: no usable CUDA device: " + reason);
+  const std::vector<std::string>& models = args.models.empty() ? kDefaultModels : args.models;
+  const std::vector<std::int64_t>& tokens = args.tokens.empty() ? kDefaultTokens : args.tokens;
+  const bool all = args.stage == "all";
+  const bool time_layer = all || args.stage == "layer";
+  const bool time_stages = args.stage != "layer";
+
+  int device = 0;
+  cudaDeviceProp prop{};
+  MOERUN_CUDA_CHECK(cudaGetDevice(&device));
+  MOERUN_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+  cudaStream_t stream = nullptr;
+  MOERUN_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  struct StreamGuard {
+    cudaStream_t s;
+    ~StreamGuard() { cudaStreamDestroy(s); }
+  } guard{stream};
+
+  json report = {{"device", prop.name},          {"sms", prop.multiProcessorCount},
+                 {"l2_bytes", prop.l2CacheSize}, {"date", utc_now()},
+                 {"graphs", !args.no_graph},     {"repeat", args.repeat},
+                 {"stage", args.stage}};
+  std::optional<Ceilings> ceilings;
+  if (!args.skip_ceilings) {
+    std::fprintf(stderr, "bench: measuring ceilings\n");
+    ceilings = measure_ceilings(args.repeat, stream);
+    json c = {{"copy_gbs", ceilings->copy_gbs},
+              {"bf16_tflops", ceilings->bf16_tflops},
+              {"fp8_tflops", ceilings->fp8_tflops},
+              {"copy_method", ceilings->copy_method},
+              {"matrix_method", ceilings->matrix_method}};
+    if (!ceilings->matrix_error.empty()) c["matrix_error"] = ceilings->matrix_error;
+    report["ceilings"] = c;
+  } else {
+    report["ceilings"] = nullptr;
+  }
+  if (!args.json) {
+    std::printf("moerun bench: %s (%d SMs, L2 %d MiB), %s; %s, median of %d\n", prop.name,
+                prop.multiProcessorCount, prop.l2CacheSize >> 20, utc_now().c_str(),
+                args.no_graph ? "plain launches" : "CUDA graph replays", args.repeat);
+    if (ceilings) {
+      std::printf(
+          "ceilings (this run): copy %.0f GB/s (%s); BF16 %.0f TFLOP/s, FP8 %.0f TFLOP/s (%s)\n",
+          ceilings->copy_gbs, ceilings->copy_method.c_str(), ceilings->bf16_tflops,
+          ceilings->fp8_tflops, ceilings->matrix_method.c_str());
+      if (!ceilings->matrix_error.empty()) {
+        std::printf("matrix ceilings not measured: %s\n", ceilings->matrix_error.c_str());
+      }
+    }
+    std::fflush(stdout);
+  }
+
+  json results = json::array(), skipped = json::array();
+  auto skip = [&](const std::string& model, std::int64_t t, const std::string& why) {
+    skipped.push_back({{"model", model}, {"tokens", t}, {"reason", why}});
+    if (!args.json)
+      std::printf("\n%s T %lld: skipped: %s\n", model.c_str(), static_cast<long long>(t),
+                  why.c_str());
+  };
+  for (const std::string& model : models) {
+    MoeConfig config = model_preset(model);
+    config.ep_size = args.ep_size;
+    try {
+      config.validate();
+    } catch (const Error& e) {
+      for (const std::int64_t t : tokens) skip(model, t, e.what());
+      continue;
+    }
+    for (const std::int64_t t : tokens) {
+      BenchCase c;
+      c.model = model;
+      c.config = config;
+      c.tokens = t;
+      c.layout = parse_layout(args.layout);
+      c.repeat = args.repeat;
+      c.stages = time_stages;
+      c.layer = time_layer;
+      c.graphs = !args.no_graph;
+      c.seed = args.seed;
+      std::size_t free_bytes = 0, total_bytes = 0;
+      MOERUN_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+      const std::size_t needed = bench_case_device_bytes(c);
+      if (static_cast<double>(needed) > 0.9 * static_cast<double>(free_bytes)) {
+        char why[160];
+        std::snprintf(why, sizeof why, "needs %.1f GB of device memory, %.1f GB free",
+                      static_cast<double>(needed) * 1e-9, static_cast<double>(free_bytes) * 1e-9);
+        skip(model, t, why);
+        continue;
+      }
+      std::fprintf(stderr, "bench: %s T %lld\n", model.c_str(), static_cast<long long>(t));
+      const CaseResult r = run_bench_case(c, stream);
+      const bool fp8 = config.is_fp8();
+
+      json j = {{"model", model},
+                {"tokens", t},
+                {"ep_size", config.ep_size},
+                {"num_experts", config.num_experts},
+                {"local_experts", config.num_local_experts()},
+                {"layout", layout_name(r.layout)},
+                {"input_sets", r.input_sets},
+                {"workspace_bytes", r.workspace_bytes},
+                {"routed_rows", r.routed_rows},
+                {"experts_used", r.experts_used},
+                {"tokens_touched", r.tokens_touched}};
+      if (!r.note.empty()) j["note"] = r.note;
+      if (time_stages) {
+        json stages = json::object();
+        double sum = 0;
+        for (int s = 0; s < cuda::kNumStages; ++s) {
+          const std::string name(cuda::stage_name(static_cast<cuda::Stage>(s)));
+          sum += r.stages[static_cast<std::size_t>(s)].us;
+          if (all || args.stage == name) {
+            stages[name] = metrics_json(r.stages[static_cast<std::size_t>(s)], ceilings, fp8);
+          }
+        }
+        j["stages"] = stages;
+        if (all) j["stage_sum_us"] = sum;
+      }
+      if (time_layer) {
+        j["layer"] = metrics_json(r.layer, ceilings, fp8);
+        j["layer_us"] = r.layer.us;
+        j["layer_ms"] = r.layer.us * 1e-3;
+      }
+      results.push_back(j);
+
+      if (!args.json) {
+        std::printf(
+            "\n%s T %lld, EP %d (%d of %d experts local), %s; rows %.0f, experts used %.1f, "
+            "input sets %d, workspace %.2f GB\n",
+            model.c_str(), static_cast<long long>(t), config.ep_size, config.num_local_experts(),
+            config.num_experts, std::string(layout_name(r.layout)).c_str(), r.routed_rows,
+            r.experts_used, r.input_sets, static_cast<double>(r.workspace_bytes) * 1e-9);
+        if (!r.note.empty()) std::printf("  note: %s\n", r.note.c_str());
+        std::printf("  %-18s %10s %9s %9s %7s %8s\n", "stage", "us", "TFLOP/s", "GB/s", "%copy",
+                    "%matrix");
+        double sum = 0;
+        for (int s = 0; s < cuda::kNumStages; ++s) {
+          const std::string name(cuda::stage_name(static_cast<cuda::Stage>(s)));
+          sum += r.stages[static_cast<std::size_t>(s)].us;
+          if (time_stages && (all || args.stage == name)) {
+            print_line(name.c_str(), r.stages[static_cast<std::size_t>(s)], ceilings, fp8);
+          }
+        }
+        if (all) std::printf("  %-18s %10.1f\n", "sum of stages", sum);
+        if (time_layer) print_line("layer", r.layer, ceilings, fp8);
+        std::fflush(stdout);
+      }
+    }
+  }
+  report["results"] = results;
+  report["skipped"] = skipped;
+  if (args.json) std::printf("%s\n", report.dump(1).c_str());
+  return 0;
+}
+
+#endif  // MOERUN_HAS_CUDA
+
+}  // namespace moerun::tools

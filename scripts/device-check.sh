@@ -14,35 +14,9 @@
 # Writes at most 8 files to $OUT: build.log ctest.log resources.txt sanitizer-{memcheck,racecheck,
 # synccheck}.log summary.txt.
 set -uo pipefail
-start=$(date +%s)
-budget=${CHECK_BUDGET_S:-390}
-repo=$(cd "$(dirname "$0")/.." && pwd)
-deps=${1-$repo/../deps}
-out=${OUT:-$repo/device-logs}
-build=${MOERUN_BUILD_DIR:-/tmp/moerun-build}
-mkdir -p "$out"
-summary=$out/summary.txt
-: >"$summary"
-note() { echo "$*" | tee -a "$summary"; }
-left() { echo $((budget - ($(date +%s) - start))); }
-
-{
-  nvidia-smi -L || true
-  cmake --version | head -1
-  nvcc --version | tail -2
-  deps_arg=()
-  [ -n "$deps" ] && deps_arg=(-DMOERUN_DEPS_DIR="$(cd "$deps" && pwd)")
-  cmake -S "$repo" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-    -DCMAKE_CUDA_ARCHITECTURES=90a -DMOERUN_WARNINGS_AS_ERRORS=ON \
-    -DCMAKE_POLICY_VERSION_MINIMUM=3.5 "${deps_arg[@]}"
-  ninja -C "$build" -j"$(nproc)"
-} >"$out/build.log" 2>&1
-build_rc=$?
-note "build: rc $build_rc ($(($(date +%s) - start)) s)"
-if [ $build_rc -ne 0 ]; then
-  tail -40 "$out/build.log"
-  exit 1
-fi
+default_budget=390
+source "$(dirname "$0")/device-common.sh"
+build_targets
 
 ctest --test-dir "$build" --output-on-failure -j8 --timeout 240 >"$out/ctest.log" 2>&1
 note "ctest (all tests, gpu label included): rc $? ($(($(date +%s) - start)) s)"

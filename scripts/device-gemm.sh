@@ -11,35 +11,9 @@
 # Writes to $OUT: build.log sass.txt resources.txt smoke.log tests.log bench.txt sanitizer.log
 # summary.txt.
 set -uo pipefail
-start=$(date +%s)
-budget=${CHECK_BUDGET_S:-280}
-repo=$(cd "$(dirname "$0")/.." && pwd)
-deps=${1-$repo/../deps}
-out=${OUT:-$repo/device-logs}
-build=${MOERUN_BUILD_DIR:-/tmp/moerun-build}
-mkdir -p "$out"
-summary=$out/summary.txt
-: >"$summary"
-note() { echo "$*" | tee -a "$summary"; }
-left() { echo $((budget - ($(date +%s) - start))); }
-
-{
-  nvidia-smi -L || true
-  nvcc --version | tail -2
-  deps_arg=()
-  [ -n "$deps" ] && deps_arg=(-DMOERUN_DEPS_DIR="$(cd "$deps" && pwd)")
-  cmake -S "$repo" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-    -DCMAKE_CUDA_ARCHITECTURES=90a -DMOERUN_WARNINGS_AS_ERRORS=ON \
-    -DCMAKE_POLICY_VERSION_MINIMUM=3.5 "${deps_arg[@]}"
-  ninja -C "$build" -j"$(nproc)" cuda_test
-} >"$out/build.log" 2>&1
-build_rc=$?
-note "$(head -1 "$out/build.log")"
-note "build: rc $build_rc ($(($(date +%s) - start)) s)"
-if [ $build_rc -ne 0 ]; then
-  grep -E "error|Error" "$out/build.log" | head -30
-  exit 1
-fi
+default_budget=280
+source "$(dirname "$0")/device-common.sh"
+build_targets cuda_test
 
 bash "$repo/scripts/check-sass.sh" "$build/src/libmoerun.a" >"$out/sass.txt" 2>&1
 note "sass check: rc $? ($(grep -c ': ok ' "$out/sass.txt") kernels ok)"

@@ -214,7 +214,9 @@ __device__ __forceinline__ void compute_item(const ActParams& p, const float* ta
     const bool active = piece < p.pieces;
     if constexpr (kFp8) {
       float scale;
-      const uint4 codes = quantize_fp8x16_group8(y, scale);  // all lanes: full-mask shuffles
+      std::uint32_t words[4];
+      quantize_fp8_group(y, scale, words);  // all lanes: full-mask shuffles
+      const uint4 codes = make_uint4(words[0], words[1], words[2], words[3]);
       if (active) {
         auto* out = static_cast<std::uint8_t*>(p.out) + item.row * p.inter + piece * kCols;
         *reinterpret_cast<uint4*>(out) = codes;

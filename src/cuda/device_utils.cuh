@@ -66,49 +66,34 @@ __device__ __forceinline__ void fp8x16_to_bf16x16(const uint4& v, uint4& lo, uin
   hi = make_uint4(out[4], out[5], out[6], out[7]);
 }
 
-// The oracle's FP8 1x128 step for one thread's 8 values of a group that 16 consecutive lanes
-// share (lanes 16*i .. 16*i+15 of the warp hold one group): amax over the group, floored; codes
-// fp8(x * (448 / amax)); scale amax / 448. Exactly cpu::quantize_row_fp8's fp32 operations
-// (max is exact and order-free; division and product are IEEE round-to-nearest, no contraction).
-// All 32 lanes must call it (full-mask shuffles); lanes without data pass zeros.
-__device__ __forceinline__ uint2 quantize_fp8x8_group16(const float (&x)[8], float& scale) {
+// The oracle's FP8 1x128 step for one thread's kValues values of a 128-column group that
+// 128 / kValues consecutive lanes share (lanes g*L .. g*L+L-1 hold group g): amax over the group,
+// floored; codes fp8(x * (448 / amax)) into kValues / 4 words; scale amax / 448. Exactly
+// cpu::quantize_row_fp8's fp32 operations (max is exact and order-free; division and product are
+// IEEE round-to-nearest, no contraction). All 32 lanes must call it (full-mask shuffles); lanes
+// without data pass zeros.
+template <int kValues>
+__device__ __forceinline__ void quantize_fp8_group(const float (&x)[kValues], float& scale,
+                                                   std::uint32_t (&words)[kValues / 4]) {
+  static_assert(kValues % 4 == 0 && 128 % kValues == 0 && 128 / kValues <= 32,
+                "a 128-column group must span whole lanes of one warp, 4 codes per word");
+  constexpr int kLanesPerGroup = 128 / kValues;
   float amax = 0.0f;
 #pragma unroll
-  for (int i = 0; i < 8; ++i) amax = fmaxf(amax, fabsf(x[i]));
+  for (int i = 0; i < kValues; ++i) amax = fmaxf(amax, fabsf(x[i]));
 #pragma unroll
-  for (int offset = 8; offset >= 1; offset /= 2) {
+  for (int offset = kLanesPerGroup / 2; offset >= 1; offset /= 2) {
     amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, offset));
   }
   amax = fmaxf(amax, kDeviceAmaxFloor);
   const float inverse_scale = __fdiv_rn(kDeviceFp8Max, amax);
   scale = __fdiv_rn(amax, kDeviceFp8Max);
-  float q[8];
 #pragma unroll
-  for (int i = 0; i < 8; ++i) q[i] = __fmul_rn(x[i], inverse_scale);
-  return make_uint2(pack_fp8x4(q[0], q[1], q[2], q[3]), pack_fp8x4(q[4], q[5], q[6], q[7]));
-}
-
-// The same step for 16 values per thread, 8 consecutive lanes per 128-column group (lanes 8*i ..
-// 8*i+7); returns the 16 codes in one 16-byte vector. All 32 lanes must call it.
-__device__ __forceinline__ uint4 quantize_fp8x16_group8(const float (&x)[16], float& scale) {
-  float amax = 0.0f;
-#pragma unroll
-  for (int i = 0; i < 16; ++i) amax = fmaxf(amax, fabsf(x[i]));
-#pragma unroll
-  for (int offset = 4; offset >= 1; offset /= 2) {
-    amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, offset));
-  }
-  amax = fmaxf(amax, kDeviceAmaxFloor);
-  const float inverse_scale = __fdiv_rn(kDeviceFp8Max, amax);
-  scale = __fdiv_rn(amax, kDeviceFp8Max);
-  std::uint32_t words[4];
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
+  for (int i = 0; i < kValues / 4; ++i) {
     words[i] =
         pack_fp8x4(__fmul_rn(x[4 * i], inverse_scale), __fmul_rn(x[4 * i + 1], inverse_scale),
                    __fmul_rn(x[4 * i + 2], inverse_scale), __fmul_rn(x[4 * i + 3], inverse_scale));
   }
-  return make_uint4(words[0], words[1], words[2], words[3]);
 }
 
 }  // namespace moerun::cuda

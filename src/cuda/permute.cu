@@ -225,7 +225,9 @@ __global__ void __launch_bounds__(kGatherThreads) permute_gather_kernel(GatherPa
       float x[8];
       unpack_bf16x8(v, x);
       float scale;
-      const uint2 codes = quantize_fp8x8_group16(x, scale);  // all lanes: full-mask shuffles
+      std::uint32_t words[2];
+      quantize_fp8_group(x, scale, words);  // all lanes: full-mask shuffles
+      const uint2 codes = make_uint2(words[0], words[1]);
       for (int j = 0; j < p.top_k; ++j) {
         const int row = dst[j];
         if (row < 0 || !active) continue;

@@ -14,6 +14,7 @@
 #include "core/synthetic.h"
 #include "core/tolerances.h"
 #include "cpu/dense_reference.h"
+#include "cpu/ep_reduce.h"
 #include "cpu/router_gemm.h"
 #include "cpu/routing.h"
 #include "io/hf_loader.h"
@@ -92,12 +93,12 @@ void forward(std::vector<Layer>& ranks, bool one_rank, const TensorView& hidden,
     return;
   }
   HostTensor partial(DType::kF32, out.shape());
-  std::vector<float> sum(static_cast<std::size_t>(out.numel()), 0.0f);
+  cpu::PartialSum sum(out.size(0), out.size(1));
   for (auto& rank : ranks) {
     rank.forward_routed(hidden, routing.ids.view(), routing.weights.view(), partial.view());
-    for (std::size_t j = 0; j < sum.size(); ++j) sum[j] += partial.data<float>()[j];
+    sum.add(partial.view());
   }
-  for (std::size_t j = 0; j < sum.size(); ++j) out.data<bf16>()[j] = float_to_bf16(sum[j]);
+  sum.store_bf16(out.view());
 }
 
 }  // namespace

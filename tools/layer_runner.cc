@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu/ep_reduce.h"
 #include "moerun/errors.h"
 #ifdef MOERUN_HAS_CUDA
 #include "cuda/device_memory.h"
@@ -34,7 +35,7 @@ struct LayerRunner::Impl {
   Backend backend = Backend::kCpu;
   std::vector<Layer> ranks;
   TensorView hidden, ids, weights;  // what the ranks read (host or device)
-  HostTensor out, partial, sum;     // host
+  HostTensor out, partial;          // host
 #ifdef MOERUN_HAS_CUDA
   cuda::DeviceMoeWeights device_weights;
   cuda::DeviceBuffer d_hidden, d_ids, d_weights;
@@ -68,7 +69,6 @@ LayerRunner::LayerRunner(const MoeConfig& config, const MoeWeights& all, std::in
   m.out = HostTensor(DType::kBF16, {tokens, config.hidden_size});
   if (config.ep_size > 1) {
     m.partial = HostTensor(DType::kF32, {tokens, config.hidden_size});
-    m.sum = HostTensor(DType::kF32, {tokens, config.hidden_size});
   }
 }
 
@@ -120,22 +120,17 @@ void LayerRunner::run() {
     return;
   }
   // Standard EP: the all-reduce of the ranks' f32 partials, in rank order, rounded once.
-  float* sum = m.sum.data<float>();
-  std::fill(sum, sum + m.sum.numel(), 0.0f);
+  cpu::PartialSum sum(m.tokens, m.config.hidden_size);
   for (std::size_t r = 0; r < m.ranks.size(); ++r) {
-    const float* partial = m.partial.data<float>();
 #ifdef MOERUN_HAS_CUDA
-    if (m.backend == Backend::kCuda) {
-      m.partial = m.d_out[r].download();
-      partial = m.partial.data<float>();
-    }
+    if (m.backend == Backend::kCuda) m.partial = m.d_out[r].download();
 #endif
     if (m.backend == Backend::kCpu) {
       m.ranks[r].forward_routed(m.hidden, m.ids, m.weights, m.partial.view());
     }
-    for (std::int64_t j = 0; j < m.sum.numel(); ++j) sum[j] += partial[j];
+    sum.add(m.partial.view());
   }
-  for (std::int64_t j = 0; j < m.out.numel(); ++j) m.out.data<bf16>()[j] = float_to_bf16(sum[j]);
+  sum.store_bf16(m.out.view());
 }
 
 const HostTensor& LayerRunner::output() const { return impl_->out; }

@@ -8,6 +8,7 @@
 #include "cpu/activation.h"
 #include "cpu/combine.h"
 #include "cpu/dispatch.h"
+#include "cpu/ep_reduce.h"
 #include "cpu/gemm.h"
 #include "cpu/permute.h"
 #include "cpu/row_segments.h"
@@ -120,20 +121,17 @@ void moe_forward_standard_ep(const MoeConfig& config, const MoeWeights& all_weig
   all_weights.validate(config, config.num_experts, DeviceType::kCpu);
   const std::int64_t tokens = hidden.size(0), h = config.hidden_size;
   check_tensor(out, "out", DType::kBF16, {tokens, h}, DeviceType::kCpu);
-  HostTensor sum(DType::kF32, {tokens, h});
+  PartialSum sum(tokens, h);
   HostTensor partial(DType::kF32, {tokens, h});
-  std::fill(sum.data<float>(), sum.data<float>() + sum.numel(), 0.0f);
   for (int rank = 0; rank < config.ep_size; ++rank) {
     MoeConfig rank_config = config;
     rank_config.ep_rank = rank;
     const int local = config.num_local_experts();
     moe_forward(rank_config, all_weights.slice_experts(rank * local, local), hidden, topk_ids,
                 topk_weights, partial.view(), options);
-    for (std::int64_t i = 0; i < sum.numel(); ++i) sum.data<float>()[i] += partial.data<float>()[i];
+    sum.add(partial.view());
   }
-  for (std::int64_t i = 0; i < sum.numel(); ++i) {
-    out.data_as<bf16>()[i] = float_to_bf16(sum.data<float>()[i]);
-  }
+  sum.store_bf16(out);
 }
 
 }  // namespace moerun::cpu

@@ -1,9 +1,9 @@
 #include "cpu/activation.h"
 
-#include <cmath>
 #include <string>
 
 #include "core/parallel.h"
+#include "core/portable_math.h"
 #include "cpu/quant.h"
 #include "moerun/config.h"
 #include "moerun/errors.h"
@@ -41,7 +41,7 @@ void silu_and_mul(const TensorView& gate_up, const std::vector<RowSegment>& segm
             const bf16* up = gate + inter;
             for (std::int64_t c = 0; c < inter; ++c) {
               const float g = bf16_to_float(gate[c]);
-              y[c] = g / (1.0f + std::exp(-g)) * bf16_to_float(up[c]);
+              y[c] = detail::silu_f32(g) * bf16_to_float(up[c]);
             }
             if (fp8) {
               quantize_row_fp8(y.data(), inter, out.data_as<fp8e4m3>() + r * inter,

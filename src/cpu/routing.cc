@@ -7,6 +7,7 @@
 
 #include "core/checks.h"
 #include "core/parallel.h"
+#include "core/portable_math.h"
 #include "moerun/errors.h"
 
 namespace moerun::cpu {
@@ -54,7 +55,7 @@ void route_grouped(const RoutingConfig& config, int num_experts, const float* lo
   std::vector<float> scores(static_cast<std::size_t>(num_experts));
   std::vector<float> choice(static_cast<std::size_t>(num_experts));
   for (int e = 0; e < num_experts; ++e) {
-    scores[e] = static_cast<float>(1.0 / (1.0 + std::exp(-static_cast<double>(logits[e]))));
+    scores[e] = detail::sigmoid_f32(logits[e]);
     // The bias steers the choice only; the weights come from the unbiased scores.
     choice[e] = scores[e] + (bias ? bias[e] : 0.0f);
   }

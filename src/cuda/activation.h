@@ -25,12 +25,8 @@ struct RowSet {
 
 // gate_up [rows, 2I] bf16 (columns [0, I) gate, [I, 2I) up; leading dims flatten to rows).
 // out [rows, I]: bf16, or fp8_e4m3 with out_scale [rows, I / 128] f32. Only rows in `rows` are
-// read and written. y = gate / (1 + exp(-gate)) * up in fp32, each operation IEEE
-// round-to-nearest with no contraction, and exp computed exactly as glibc's expf (the oracle's
-// std::exp(float)): CUDA's expf is within 2 ulp, not glibc's result, and a 1-ulp difference in one
-// element moves a whole FP8 group's scale. With enough work the kernel reads gate / (1 +
-// exp(-gate)) from a shared-memory table over the bf16 gates, filled with that same evaluation
-// (silu_bf16.h). See activation.cu.
+// read and written. y = silu_f32(gate) * up in fp32 (core/portable_math.h: the oracle's function,
+// the same bits on host and device), each operation IEEE round-to-nearest with no contraction.
 void silu_and_mul(const TensorView& gate_up, const RowSet& rows, const TensorView& out,
                   const TensorView& out_scale, cudaStream_t stream);
 

@@ -153,6 +153,8 @@ LayerBackend::LayerBackend(const MoeConfig& config, const MoeWeights& weights,
             config.num_local_experts());
   check_arg(config.num_experts <= kRoutingMaxExperts, "num_experts",
             "<= " + std::to_string(kRoutingMaxExperts) + " on CUDA", config.num_experts);
+  check_arg(config.top_k() <= kRoutingMaxTopK, "top_k",
+            "<= " + std::to_string(kRoutingMaxTopK) + " on CUDA", config.top_k());
   plan_ = plan_workspace(config, options);
   MOERUN_CUDA_CHECK(cudaMalloc(&workspace_, plan_.bytes));
 }

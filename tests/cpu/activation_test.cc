@@ -4,13 +4,14 @@
 
 #include <cmath>
 
+#include "core/portable_math.h"
 #include "cpu/quant.h"
 #include "test_util.h"
 
 namespace moerun::cpu {
 namespace {
 
-float silu_mul_fp32(float g, float u) { return g / (1.0f + std::exp(-g)) * u; }
+float silu_mul_fp32(float g, float u) { return detail::silu_f32(g) * u; }
 
 TEST(SiluAndMul, HandCheckedBf16) {
   // I = 8; one row: gate = [-2, -1, 0, 1, 2, 3, 4, 5], up = 2.

@@ -6,6 +6,7 @@
 #include <limits>
 #include <set>
 
+#include "core/portable_math.h"
 #include "moerun/errors.h"
 #include "test_util.h"
 
@@ -112,8 +113,7 @@ TEST(Routing, RandomGroupedProperties) {
     std::vector<float> choice(experts);
     for (int e = 0; e < experts; ++e) {
       const float l = logits.data<float>()[t * experts + e];
-      choice[e] = static_cast<float>(1.0 / (1.0 + std::exp(-static_cast<double>(l)))) +
-                  bias2d.data<float>()[e];
+      choice[e] = detail::sigmoid_f32(l) + bias2d.data<float>()[e];
     }
     std::set<int> chosen, chosen_groups;
     double sum = 0;

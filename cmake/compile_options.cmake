@@ -1,5 +1,10 @@
-# moerun_set_warnings(target): the project's warning set, errors when MOERUN_WARNINGS_AS_ERRORS.
-function(moerun_set_warnings target)
+# moerun_set_compile_options(target): the project's warning set (errors when
+# MOERUN_WARNINGS_AS_ERRORS) and its floating-point contract.
+function(moerun_set_compile_options target)
+  # No contraction of a * b + c into a fused multiply-add on the host: the oracle's fp32
+  # operations round one by one, as the kernels' __f*_rn intrinsics do (src/core/portable_math.h).
+  target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:-ffp-contract=off>
+                                           $<$<COMPILE_LANGUAGE:CUDA>:-Xcompiler=-ffp-contract=off>)
   set(cxx_flags -Wall -Wextra -Wpedantic -Wshadow -Wconversion -Wno-sign-conversion)
   if(MOERUN_WARNINGS_AS_ERRORS)
     list(APPEND cxx_flags -Werror)

@@ -4,11 +4,15 @@
 Peers: torch._grouped_mm (BF16), torch._scaled_grouped_mm (row-wise FP8), torch._scaled_mm
 (dense FP8 with 1x128 / 128x128 block scales, cuBLASLt), DeepGEMM when it imports, and a plain
 PyTorch MoE layer (sort by expert, _grouped_mm, SiLU-and-mul, _grouped_mm, weighted index_add_).
-moerun's own numbers come from `moerun bench --json` when the binary has that command.
+moerun's own numbers come from the binary: its grouped GEMMs from one `moerun bench-gemm --json`
+per dtype (all shapes in one process), its layer from `moerun bench --json --stage layer`. Without
+the binary the peers are still timed and the tables say why moerun's columns are empty.
 
 Each timing: warm-up, then CUDA events around each of many runs over inputs rotated so that
 their total exceeds 2x L2, median reported. Ceilings (copy bandwidth, dense BF16 and FP8 matrix
 rates) are measured in the same run. Writes a text table, a JSON file and a roofline PNG.
+Ratios are peer time / moerun time on the same shape and dtype (> 1: moerun is faster).
+`--self-test` checks the tables and ratios on made-up numbers, without torch or a GPU.
 """
 import argparse
 import json
@@ -19,7 +23,10 @@ import subprocess
 import sys
 import time
 
-import torch
+try:
+    import torch
+except ImportError:  # --self-test runs without torch
+    torch = None
 
 L2_BYTES = 60 * 2**20
 DEVICE = "cuda"
@@ -281,6 +288,154 @@ def moerun_bench(binary, args):
     return result, None
 
 
+def shape_spec(layout, g, m, n, k):
+    """A shape as `moerun bench-gemm --shape` takes it (masked M_max: m rounded up to 128)."""
+    return f"{layout}:{g}:{m}:{n}:{k}"
+
+
+def moerun_bench_gemm(binary, dtype, shapes, repeat=40, timeout=600):
+    """One `moerun bench-gemm --json` process for `dtype` over all `shapes` (one set of ceilings).
+    Returns ({(layout, g, m, n, k): result}, report, None) or (None, None, reason)."""
+    if not binary or not os.path.exists(binary):
+        return None, None, f"moerun binary not found ({binary})"
+    cmd = [binary, "bench-gemm", "--json", "--dtype", dtype, "--repeat", str(repeat),
+           "--shape", ",".join(shape_spec(*s) for s in shapes)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None, None, f"moerun bench-gemm timed out after {timeout:.0f} s"
+    # Exit code 1: every shape ran but a sampled result was wrong (each result says which).
+    if proc.returncode not in (0, 1) or not proc.stdout.strip():
+        return None, None, (proc.stderr.strip().splitlines() or ["failed"])[-1][:160]
+    report = json.loads(proc.stdout)
+    report["command"] = " ".join(cmd)
+    results = {}
+    for r in report["results"]:
+        results[(r["layout"], r["groups"], r["m"], r["n"], r["k"])] = r
+    for r in report.get("skipped", []):
+        results[(r["layout"], r["groups"], r["m"], r["n"], r["k"])] = {
+            "error": f"skipped: {r['reason']}"}
+    return results, report, None
+
+
+def peer_dtype(name):
+    return "bf16" if "bf16" in name else "fp8"
+
+
+def memory_bound(flops, nbytes, dtype, ceilings):
+    """Below the ridge point of the measured roofline (matrix rate / copy bandwidth)."""
+    peak = ceilings["bf16_tflops"] if dtype == "bf16" else ceilings["fp8_tflops"]
+    if not (peak and math.isfinite(peak)):
+        return False
+    return flops / nbytes < peak * 1e3 / ceilings["copy_gbs"]
+
+
+def attach_moerun(row, dtype, ours, error, ceilings):
+    """row["moerun"][dtype]: moerun's time on the row's shape, against compare.py's ceilings, with
+    the ratios peer us / moerun us for each peer of the same dtype and the best of them."""
+    g, m, n, k = row["groups"], row["m"], row["n"], row["k"]
+    row.setdefault("moerun", {})
+    if error or ours is None or "error" in ours:
+        row["moerun"][dtype] = {"error": error or (ours or {}).get("error") or "no result"}
+        return
+    elem = 2 if dtype == "bf16" else 1
+    flops, nbytes = 2 * g * m * n * k, gemm_bytes(g, m, n, k, elem)
+    us = ours["us"]
+    tflops, gbs = flops / us / 1e6, nbytes / us / 1e3
+    peak = ceilings["bf16_tflops"] if dtype == "bf16" else ceilings["fp8_tflops"]
+    pct = 100 * max(tflops / peak if peak and math.isfinite(peak) else 0, gbs / ceilings["copy_gbs"])
+    entry = {"us": us, "tflops": tflops, "gbs": gbs, "pct_ceiling": pct,
+             "pct_ceiling_moerun_run": ours.get("pct_ceiling"), "variant": ours.get("variant"),
+             "check_ok": ours.get("check", {}).get("ok"),
+             "memory_bound": memory_bound(flops, nbytes, dtype, ceilings), "vs": {}}
+    for name, p in row["peers"].items():
+        if peer_dtype(name) == dtype and "us" in p:
+            entry["vs"][name] = p["us"] / us
+    if entry["vs"]:
+        best = min((p["us"], name) for name, p in row["peers"].items() if name in entry["vs"])[1]
+        entry["best_peer"], entry["vs_best"] = best, entry["vs"][best]
+    row["moerun"][dtype] = entry
+
+
+def rate_cell(tflops, gbs, bound):
+    return f"{tflops:.0f} ({gbs:.0f} GB/s)" if bound else f"{tflops:.0f}"
+
+
+def moerun_table(rows, dtype, ceilings):
+    """Markdown lines: moerun's grouped GEMM of `dtype` beside every peer of that dtype."""
+    peers = []
+    for r in rows:
+        for name in r["peers"]:
+            if peer_dtype(name) == dtype and name not in peers:
+                peers.append(name)
+    lines = [f"\n### moerun {dtype.upper()} grouped GEMM vs peers (TFLOP/s, GB/s where memory-bound; "
+             "x = peer us / moerun us, > 1: moerun faster)",
+             "| layout | g x m | n | k | moerun | us | % ceiling | variant | best peer | moerun / best | "
+             + " | ".join(f"moerun / {p}" for p in peers) + " |",
+             "|---" * (10 + len(peers)) + "|"]
+    for r in rows:
+        o = r.get("moerun", {}).get(dtype)
+        if o is None:
+            continue
+        head = f"| {r['layout']} | {r['groups']} x {r['m']} | {r['n']} | {r['k']} "
+        if "error" in o:
+            lines.append(head + f"| {o['error']} |" + " |" * (5 + len(peers)))
+            continue
+        wrong = "" if o["check_ok"] in (True, None) else " SAMPLED RESULTS WRONG"
+        cells = [rate_cell(o["tflops"], o["gbs"], o["memory_bound"]) + wrong, f"{o['us']:.1f}",
+                 f"{o['pct_ceiling']:.0f}", o["variant"] or "",
+                 o.get("best_peer", "none timed"),
+                 f"{o['vs_best']:.2f}x" if "vs_best" in o else ""]
+        for p in peers:
+            peer = r["peers"].get(p)
+            if peer is None:
+                cells.append("-")
+            elif "error" in peer:
+                cells.append(f"failed: {peer['error'][:60]}")
+            else:
+                cells.append(f"{o['vs'][p]:.2f}x ({rate_cell(peer['tflops'], peer['gbs'], o['memory_bound'])})")
+        lines.append(head + "| " + " | ".join(cells) + " |")
+    return lines
+
+
+def self_test():
+    """The tables and ratios on made-up numbers (no torch, no GPU)."""
+    ceilings = {"copy_gbs": 4000.0, "bf16_tflops": 750.0, "fp8_tflops": 1300.0}
+    rows = [{"layout": "contiguous", "groups": 4, "m": 8192, "n": 4096, "k": 7168, "peers": {
+                "torch_grouped_mm_bf16": {"us": 3000.0, "tflops": 1.0, "gbs": 1.0},
+                "torch_scaled_grouped_mm_fp8_rowwise": {"us": 2000.0, "tflops": 1.0, "gbs": 1.0},
+                "cublaslt_blockwise_fp8_dense": {"us": 1500.0, "tflops": 1.0, "gbs": 1.0},
+                "deep_gemm_fp8": {"error": "ImportError: undefined symbol"}}},
+            {"layout": "masked", "groups": 32, "m": 8, "n": 4096, "k": 7168, "peers": {
+                "torch_grouped_mm_bf16": {"us": 500.0, "tflops": 1.0, "gbs": 1.0},
+                "torch_scaled_grouped_mm_fp8_rowwise": {"error": "skipped: --budget-s 1 spent"}}}]
+    fake = {("contiguous", 4, 8192, 4096, 7168): {"us": 1900.0, "variant": "fp8_M128N128",
+                                                  "check": {"ok": True}, "pct_ceiling": 75.0},
+            ("masked", 32, 8, 4096, 7168): {"error": "skipped: needs 9.9 GB"}}
+    for r in rows:
+        key = (r["layout"], r["groups"], r["m"], r["n"], r["k"])
+        attach_moerun(r, "fp8", fake[key], None, ceilings)
+        attach_moerun(r, "bf16", None, "moerun binary not found (nowhere/moerun)", ceilings)
+    o = rows[0]["moerun"]["fp8"]
+    assert o["best_peer"] == "cublaslt_blockwise_fp8_dense", o
+    assert abs(o["vs_best"] - 1500 / 1900) < 1e-12 and abs(o["vs"]["torch_scaled_grouped_mm_fp8_rowwise"] - 2000 / 1900) < 1e-12
+    assert "deep_gemm_fp8" not in o["vs"] and "torch_grouped_mm_bf16" not in o["vs"]
+    assert abs(o["tflops"] - 2 * 4 * 8192 * 4096 * 7168 / 1900e6) < 1e-9 and not o["memory_bound"]
+    assert rows[1]["moerun"]["fp8"] == {"error": "skipped: needs 9.9 GB"}
+    assert memory_bound(2 * 32 * 8 * 4096 * 7168, gemm_bytes(32, 8, 4096, 7168, 1), "fp8", ceilings)
+    lines = moerun_table(rows, "fp8", ceilings) + moerun_table(rows, "bf16", ceilings)
+    text = "\n".join(lines)
+    assert "| 0.79x |" in text and "1.05x (1)" in text and "failed: ImportError" in text, text
+    assert "moerun binary not found" in text and "skipped: needs 9.9 GB" in text, text
+    for table in (moerun_table(rows, "fp8", ceilings), moerun_table(rows, "bf16", ceilings)):
+        assert len({line.count("|") for line in table[1:]}) == 1, "\n".join(table)
+    assert shape_spec("masked", 32, 8, 4096, 7168) == "masked:32:8:4096:7168"
+    results, report, error = moerun_bench_gemm("/nonexistent/moerun", "fp8", [("masked", 1, 8, 256, 256)])
+    assert results is None and "not found" in error
+    print(text)
+    print("\nself-test: ok")
+
+
 # ------------------------------------------------------------------------------ report
 def roofline_png(path, ceilings, points):
     try:
@@ -315,8 +470,21 @@ def main():
     parser.add_argument("--quick", action="store_true", help="fewer shapes")
     parser.add_argument("--budget-s", type=float, default=float("inf"),
                         help="stop timing further GEMM peers after this many seconds (DeepGEMM "
-                             "compiles each kernel on first use); skipped ones are listed")
+                             "compiles each kernel on first use); skipped ones are listed. "
+                             "moerun's GEMMs run first and their time counts too")
+    parser.add_argument("--dtype", default="fp8,bf16",
+                        help="GEMM dtypes to time, moerun and peers (comma list of fp8, bf16)")
+    parser.add_argument("--self-test", action="store_true",
+                        help="check the tables and ratios on made-up numbers (no torch, no GPU)")
     args = parser.parse_args()
+    if args.self_test:
+        self_test()
+        return
+    if torch is None:
+        sys.exit("compare.py: torch is not importable (only --self-test runs without it)")
+    dtypes = [d for d in args.dtype.split(",") if d]
+    if not dtypes or any(d not in ("fp8", "bf16") for d in dtypes):
+        sys.exit(f"compare.py: --dtype: expected a comma list of fp8, bf16, got {args.dtype!r}")
     os.makedirs(args.out, exist_ok=True)
     torch.manual_seed(0)
 
@@ -335,6 +503,19 @@ def main():
     rows, points = [], []
     started = time.time()
     shapes = GEMM_SHAPES[:: 3] if args.quick else GEMM_SHAPES
+    # moerun's grouped GEMMs: one process per dtype, every shape, before the peers (whose DeepGEMM
+    # JIT may spend the budget). Its own ceilings are in report["moerun_gemm"].
+    moerun_gemm = {}
+    report["moerun_gemm"] = {}
+    for dtype in dtypes:
+        torch.cuda.empty_cache()  # leave the device memory to the subprocess
+        results, ours, err = moerun_bench_gemm(args.moerun, dtype, shapes)
+        moerun_gemm[dtype] = (results, err)
+        report["moerun_gemm"][dtype] = (
+            {"error": err} if err else
+            {k: ours.get(k) for k in ("command", "device", "date", "repeat", "ceilings", "bytes_counted")})
+        print(f"moerun bench-gemm {dtype}: " + (err or f"{len(ours['results'])} shapes timed "
+                                                      f"({time.time() - started:.0f} s)"))
     for layout, g, m, n, k in shapes:
         flops = 2 * g * m * n * k
         row = {"layout": layout, "groups": g, "m": m, "n": n, "k": k, "peers": {}}
@@ -347,6 +528,7 @@ def main():
             candidates["deep_gemm_bf16"] = (peer_deep_gemm_bf16, dg, layout, g, m, n, k)
         if g == 1 or layout == "contiguous":
             candidates["cublaslt_blockwise_fp8_dense"] = (peer_cublaslt_blockwise_fp8, g * m, n, k)
+        candidates = {name: c for name, c in candidates.items() if peer_dtype(name) in dtypes}
         for name, (fn, *fargs) in candidates.items():
             if time.time() - started > args.budget_s:
                 row["peers"][name] = {"error": f"skipped: --budget-s {args.budget_s:.0f} spent"}
@@ -363,6 +545,16 @@ def main():
                                   "pct_ceiling": 100 * max(tflops / peak, gbs / ceilings["copy_gbs"])}
             points.append({"label": f"{name[:12]} {layout[0]}{g}x{m} {n}x{k}",
                            "intensity": flops / gemm_bytes(g, m, n, k, elem), "tflops": tflops})
+        for dtype in dtypes:
+            results, err = moerun_gemm[dtype]
+            ours = results.get((layout, g, m, n, k)) if results else None
+            attach_moerun(row, dtype, ours, err or (None if ours else "shape not in moerun's output"),
+                          ceilings)
+            o = row["moerun"][dtype]
+            if "tflops" in o:
+                points.append({"label": f"moerun_{dtype} {layout[0]}{g}x{m} {n}x{k}",
+                               "intensity": flops / gemm_bytes(g, m, n, k, 2 if dtype == "bf16" else 1),
+                               "tflops": o["tflops"]})
         rows.append(row)
         torch.cuda.empty_cache()
     report["gemm"] = rows
@@ -387,6 +579,9 @@ def main():
             else:
                 print(f"| {r['layout']} | {r['groups']} x {r['m']} | {r['n']} | {r['k']} | {name} "
                       f"| {p['us']:.1f} | {p['tflops']:.0f} | {p['gbs']:.0f} | {p['pct_ceiling']:.0f} |")
+    for dtype in dtypes:
+        for line in moerun_table(rows, dtype, ceilings):
+            print(line)
     print("\n| layer | T | plain PyTorch ms | moerun ms | moerun / torch |")
     print("|---|---|---|---|---|")
     for r in layer_rows:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The grouped GEMM's device check, in one call (a subset of scripts/device-check.sh plus the
 # benchmark): build cuda_test (Release, sm_90a, warnings as errors), the SASS check, kernel
-# resources, the GEMM and layer GPU tests, the issue-4 benchmark (MOERUN_GEMM_BENCH=1), then
+# resources, the GEMM and layer GPU tests, the issue-4 benchmark (`moerun bench-gemm --variant all`,
+# FP8 then BF16), then
 # compute-sanitizer memcheck/racecheck/synccheck on small GEMM tests while the budget lasts.
 #
 # Usage: scripts/device-gemm.sh [deps_dir]   (deps default: ../deps beside this checkout)
@@ -13,7 +14,7 @@
 set -uo pipefail
 default_budget=280
 source "$(dirname "$0")/device-common.sh"
-build_targets cuda_test
+build_targets cuda_test moerun_cli
 
 bash "$repo/scripts/check-sass.sh" "$build/src/libmoerun.a" >"$out/sass.txt" 2>&1
 note "sass check: rc $? ($(grep -c ': ok ' "$out/sass.txt") kernels ok)"
@@ -36,10 +37,13 @@ note "tests ($filter): rc $? ($(($(date +%s) - start)) s)"
 grep -E "^\[  (PASSED|FAILED) |^\[  FAILED  \]|tests ran" "$out/tests.log" | tee -a "$summary"
 grep -B3 -A12 -E "Failure|error:" "$out/tests.log" | head -60
 
-MOERUN_GEMM_BENCH=1 timeout $(($(left) - 30)) "$build/tests/cuda_test" \
-  --gtest_filter='CudaGroupedGemmBench.*' >"$out/bench.txt" 2>&1
-note "bench: rc $? ($(($(date +%s) - start)) s)"
-grep -E "GEMMBENCH|Failure|FAILED" "$out/bench.txt" | tee -a "$summary"
+: >"$out/bench.txt"
+for dtype in fp8 bf16; do
+  timeout $(($(left) - 30)) "$build/tools/moerun" bench-gemm --dtype "$dtype" --variant all \
+    --repeat 20 >>"$out/bench.txt" 2>&1
+  note "bench-gemm $dtype: rc $? ($(($(date +%s) - start)) s)"
+done
+grep -vE "^bench-gemm: " "$out/bench.txt" | tee -a "$summary"
 
 if [ "${GEMM_SANITIZE:-1}" = 1 ]; then
   quick='CudaGroupedGemm.AwkwardRouting:CudaGroupedGemm.OverlapCounters'

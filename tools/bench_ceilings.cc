@@ -2,11 +2,10 @@
 
 #include <cuda_runtime_api.h>
 
-#include <algorithm>
-#include <functional>
+#include <cstdio>
 #include <string>
-#include <vector>
 
+#include "bench_timing.h"
 #include "cuda/cuda_check.h"
 #include "cuda/device_memory.h"
 #include "moerun/errors.h"
@@ -18,39 +17,16 @@ namespace moerun::tools {
 
 namespace {
 
-// Median milliseconds of `repeat` runs of `work` on `stream`, each between two events, after
-// three untimed runs.
-double median_ms(const std::function<void()>& work, int repeat, cudaStream_t stream) {
-  for (int i = 0; i < 3; ++i) work();
-  cudaEvent_t begin, end;
-  MOERUN_CUDA_CHECK(cudaEventCreate(&begin));
-  MOERUN_CUDA_CHECK(cudaEventCreate(&end));
-  std::vector<float> ms;
-  for (int i = 0; i < repeat; ++i) {
-    MOERUN_CUDA_CHECK(cudaEventRecord(begin, stream));
-    work();
-    MOERUN_CUDA_CHECK(cudaEventRecord(end, stream));
-    MOERUN_CUDA_CHECK(cudaEventSynchronize(end));
-    float t = 0;
-    MOERUN_CUDA_CHECK(cudaEventElapsedTime(&t, begin, end));
-    ms.push_back(t);
-  }
-  MOERUN_CUDA_CHECK(cudaEventDestroy(begin));
-  MOERUN_CUDA_CHECK(cudaEventDestroy(end));
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
-}
-
 double copy_gbs(int repeat, cudaStream_t stream) {
   constexpr std::int64_t kBytes = std::int64_t{1} << 30;
   cuda::DeviceBuffer src(DType::kBF16, {kBytes / 2}), dst(DType::kBF16, {kBytes / 2});
   cuda::fill_random(src.view(), 11, 1.0f, stream);
-  const double ms = median_ms(
-      [&] {
+  const double ms = median_event_ms(
+      [&](int) {
         MOERUN_CUDA_CHECK(cudaMemcpyAsync(dst.view().data(), src.view().data(), kBytes,
                                           cudaMemcpyDeviceToDevice, stream));
       },
-      repeat, stream);
+      3, repeat, stream);
   return 2.0 * static_cast<double>(kBytes) / (ms * 1e-3) * 1e-9;
 }
 
@@ -105,14 +81,14 @@ double matmul_tflops(cublasLtHandle_t handle, DType dtype, int repeat, cudaStrea
         handle, op, a_layout, b_layout, d_layout, d_layout, preference, 1, &heuristic, &found));
     if (found == 0) throw Error("cuBLASLt found no algorithm for the 8192^3 product");
     const float alpha = 1.0f, beta = 0.0f;
-    const double ms = median_ms(
-        [&] {
+    const double ms = median_event_ms(
+        [&](int) {
           MOERUN_CUBLAS_CHECK(cublasLtMatmul(handle, op, &alpha, a.view().data(), a_layout,
                                              b.view().data(), b_layout, &beta, d.view().data(),
                                              d_layout, d.view().data(), d_layout, &heuristic.algo,
                                              workspace.view().data(), kWorkspaceBytes, stream));
         },
-        repeat, stream);
+        3, repeat, stream);
     release();
     return 2.0 * kN * static_cast<double>(kN) * kN / (ms * 1e-3) * 1e-12;
   } catch (...) {
@@ -144,6 +120,25 @@ Ceilings measure_ceilings(int repeat, cudaStream_t stream) {
   c.matrix_error = "this build has no cuBLASLt (CUDA::cublasLt not found at configure time)";
 #endif
   return c;
+}
+
+nlohmann::json ceilings_json(const std::optional<Ceilings>& c) {
+  if (!c) return nullptr;
+  nlohmann::json j = {{"copy_gbs", c->copy_gbs},
+                      {"bf16_tflops", c->bf16_tflops},
+                      {"fp8_tflops", c->fp8_tflops},
+                      {"copy_method", c->copy_method},
+                      {"matrix_method", c->matrix_method}};
+  if (!c->matrix_error.empty()) j["matrix_error"] = c->matrix_error;
+  return j;
+}
+
+void print_ceilings(const Ceilings& c) {
+  std::printf(
+      "ceilings (this run): copy %.0f GB/s (%s); BF16 %.0f TFLOP/s, FP8 %.0f TFLOP/s (%s)\n",
+      c.copy_gbs, c.copy_method.c_str(), c.bf16_tflops, c.fp8_tflops, c.matrix_method.c_str());
+  if (!c.matrix_error.empty())
+    std::printf("matrix ceilings not measured: %s\n", c.matrix_error.c_str());
 }
 
 }  // namespace moerun::tools

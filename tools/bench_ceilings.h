@@ -1,9 +1,11 @@
-// The ceilings `moerun bench` reports against, measured in the same run on the same device:
-// copy bandwidth and the dense BF16 / FP8 matrix rates.
+// The ceilings `moerun bench` and `moerun bench-gemm` report against, measured in the same run on
+// the same device: copy bandwidth and the dense BF16 / FP8 matrix rates.
 #pragma once
 
 #include <cuda_runtime_api.h>
 
+#include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 
 namespace moerun::tools {
@@ -18,5 +20,10 @@ struct Ceilings {
 
 // Random data (never zeros), warm-up, then the median of `repeat` event-timed runs each.
 Ceilings measure_ceilings(int repeat, cudaStream_t stream);
+
+// The report's "ceilings" object (null when not measured).
+nlohmann::json ceilings_json(const std::optional<Ceilings>& ceilings);
+// The text report's ceilings lines, on stdout.
+void print_ceilings(const Ceilings& ceilings);
 
 }  // namespace moerun::tools

@@ -3,7 +3,6 @@
 #include <CLI/CLI.hpp>
 #include <cmath>
 #include <cstdio>
-#include <ctime>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -18,6 +17,7 @@
 
 #include "bench_ceilings.h"
 #include "bench_layer.h"
+#include "bench_timing.h"
 #include "cuda/cuda_check.h"
 #include "cuda/runtime.h"
 #endif
@@ -138,15 +138,6 @@ void print_line(const char* name, const Measure& m, const std::optional<Ceilings
               cell(x.pct_copy, "%.1f").c_str(), cell(x.pct_matrix, "%.1f").c_str());
 }
 
-std::string utc_now() {
-  const std::time_t now = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&now, &tm);
-  char buffer[32];
-  std::strftime(buffer, sizeof buffer, "%Y-%m-%d %H:%M UTC", &tm);
-  return buffer;
-}
-
 }  // namespace
 
 int bench_command(const BenchArgs& args) {
@@ -177,29 +168,13 @@ int bench_command(const BenchArgs& args) {
   if (!args.skip_ceilings) {
     std::fprintf(stderr, "bench: measuring ceilings\n");
     ceilings = measure_ceilings(args.repeat, stream);
-    json c = {{"copy_gbs", ceilings->copy_gbs},
-              {"bf16_tflops", ceilings->bf16_tflops},
-              {"fp8_tflops", ceilings->fp8_tflops},
-              {"copy_method", ceilings->copy_method},
-              {"matrix_method", ceilings->matrix_method}};
-    if (!ceilings->matrix_error.empty()) c["matrix_error"] = ceilings->matrix_error;
-    report["ceilings"] = c;
-  } else {
-    report["ceilings"] = nullptr;
   }
+  report["ceilings"] = ceilings_json(ceilings);
   if (!args.json) {
     std::printf("moerun bench: %s (%d SMs, L2 %d MiB), %s; %s, median of %d\n", prop.name,
                 prop.multiProcessorCount, prop.l2CacheSize >> 20, utc_now().c_str(),
                 args.no_graph ? "plain launches" : "CUDA graph replays", args.repeat);
-    if (ceilings) {
-      std::printf(
-          "ceilings (this run): copy %.0f GB/s (%s); BF16 %.0f TFLOP/s, FP8 %.0f TFLOP/s (%s)\n",
-          ceilings->copy_gbs, ceilings->copy_method.c_str(), ceilings->bf16_tflops,
-          ceilings->fp8_tflops, ceilings->matrix_method.c_str());
-      if (!ceilings->matrix_error.empty()) {
-        std::printf("matrix ceilings not measured: %s\n", ceilings->matrix_error.c_str());
-      }
-    }
+    if (ceilings) print_ceilings(*ceilings);
     std::fflush(stdout);
   }
 

@@ -4,6 +4,7 @@
 #include <exception>
 
 #include "bench_command.h"
+#include "bench_gemm_command.h"
 #include "info_command.h"
 #include "moerun/errors.h"
 #include "run_command.h"
@@ -17,6 +18,8 @@ int main(int argc, char** argv) {
   moerun::tools::add_info_command(app, info_args);
   moerun::tools::BenchArgs bench_args;
   moerun::tools::add_bench_command(app, bench_args);
+  moerun::tools::BenchGemmArgs bench_gemm_args;
+  moerun::tools::add_bench_gemm_command(app, bench_gemm_args);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -26,6 +29,9 @@ int main(int argc, char** argv) {
     if (app.got_subcommand("run")) return moerun::tools::run_command(run_args);
     if (app.got_subcommand("info")) return moerun::tools::info_command(info_args);
     if (app.got_subcommand("bench")) return moerun::tools::bench_command(bench_args);
+    if (app.got_subcommand("bench-gemm")) {
+      return moerun::tools::bench_gemm_command(bench_gemm_args);
+    }
   } catch (const moerun::Error& e) {
     std::fprintf(stderr, "%s\n", e.what());
     return 2;

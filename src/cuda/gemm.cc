@@ -98,9 +98,8 @@ Operands check_operands(const GemmOperand& a, const GemmOperand& b, const Tensor
   check_arg(fp8 || b.data.dtype() == DType::kBF16, "B (weights) dtype", "bf16 or fp8_e4m3",
             dtype_name(b.data.dtype()));
   check_tensor(b.data, "B (weights)", b.data.dtype(), {experts, n, k}, DeviceType::kCuda);
-  // TMA: every row of A, B and out starts 16-byte aligned.
-  check_arg(k % 8 == 0 && k > 0, "K", "a positive multiple of 8", k);
-  check_arg(n % 8 == 0 && n > 0, "N", "a positive multiple of 8", n);
+  // N, K and the sizes (cuda/gemm_shape.h, shared with tools that check before any device).
+  check_gemm_sizes(fp8, experts, rows, n, k);
   check_arg(a.data.dtype() == b.data.dtype(), "A (activations) dtype",
             std::string(dtype_name(b.data.dtype())) + " (the weights' dtype)",
             dtype_name(a.data.dtype()));
@@ -114,19 +113,11 @@ Operands check_operands(const GemmOperand& a, const GemmOperand& b, const Tensor
       out.dtype() == DType::kBF16 && out.numel() == rows * n && out.size(out.ndim() - 1) == n &&
           out.is_contiguous() && out.device().type == DeviceType::kCuda,
       "out", "contiguous bf16 [rows, N = " + std::to_string(n) + "] on cuda", out.shape_string());
-  // Tile indices are 32-bit (rows / 64 x N / 128 tiles), and so are TMA coordinates.
-  check_arg(
-      rows < (std::int64_t{1} << 31) && (rows / 64 + 1) * (n / 128 + 1) < (std::int64_t{1} << 31),
-      "GEMM size", "rows < 2^31 and fewer than 2^31 64 x 128 tiles", rows);
-  check_arg(experts * n * k * 2 < (std::int64_t{1} << 40) && rows * k * 2 < (std::int64_t{1} << 40),
-            "GEMM operand bytes", "< 2^40 (TMA strides)", experts * n * k);
   check_arg(aligned16(a.data.data()) && aligned16(b.data.data()) && aligned16(out.data()),
             "A/B/out data", "16-byte aligned device pointers", "a misaligned pointer");
   Operands o;
   sm90::GroupedGemmParams& p = o.params;
   if (fp8) {
-    check_arg(n % kQuantGroup == 0 && k % kQuantGroup == 0, "B (weights) N x K",
-              "multiples of 128 for FP8", std::to_string(n) + " x " + std::to_string(k));
     check_tensor(b.scale, "B scale", DType::kF32, {experts, n / kQuantGroup, k / kQuantGroup},
                  DeviceType::kCuda);
     check_arg(a.scale.defined() && a.scale.dtype() == DType::kF32 &&
@@ -134,9 +125,6 @@ Operands check_operands(const GemmOperand& a, const GemmOperand& b, const Tensor
                   a.scale.device().type == DeviceType::kCuda,
               "A scale", "f32 on cuda with " + std::to_string(k / kQuantGroup) + " scales per row",
               a.scale.defined() ? a.scale.shape_string() : std::string("none"));
-    // The kernel's weight-scale offsets are 32-bit.
-    check_arg(experts * (n / kQuantGroup) * (k / kQuantGroup) < (std::int64_t{1} << 31), "B scale",
-              "fewer than 2^31 blocks", experts * (n / kQuantGroup) * (k / kQuantGroup));
     p.a_scale = a.scale.data_as<const float>();
     p.b_scale = b.scale.data_as<const float>();
   } else {
@@ -156,13 +144,29 @@ Operands check_operands(const GemmOperand& a, const GemmOperand& b, const Tensor
   return o;
 }
 
-// Picks the variant (for `groups` groups of `rows_per_group` rows), builds the maps and launches.
-// `a_rows`/`a_groups`: A's TMA view.
-void run(Operands& o, std::int64_t a_rows, std::int64_t a_groups, std::int64_t groups,
-         std::int64_t rows_per_group, cudaStream_t stream) {
-  const int num_sms = sm_count();
-  const GemmChoice choice =
-      choose_gemm_variant({o.fp8, static_cast<int>(groups), rows_per_group, o.n, o.k, num_sms});
+// What the heuristic sees. Masked: E_l groups of expected_m rows (M_max when unknown).
+// Contiguous: one group of M_sum rows (segments are 128-aligned, so no variant computes padding
+// beyond its own rows).
+GemmProblem masked_problem(bool fp8, std::int64_t experts, std::int64_t m_max, std::int64_t n,
+                           std::int64_t k, std::int64_t expected_m) {
+  return {fp8,
+          static_cast<int>(experts),
+          expected_m > 0 ? std::min(expected_m, m_max) : m_max,
+          n,
+          k,
+          sm_count()};
+}
+
+GemmProblem contiguous_problem(bool fp8, std::int64_t m_sum, std::int64_t n, std::int64_t k) {
+  return {fp8, 1, m_sum, n, k, sm_count()};
+}
+
+// Picks the variant for `problem`, builds the maps and launches. `a_rows`/`a_groups`: A's TMA
+// view.
+void run(Operands& o, std::int64_t a_rows, std::int64_t a_groups, const GemmProblem& problem,
+         cudaStream_t stream) {
+  const int num_sms = problem.num_sms;
+  const GemmChoice choice = choose_gemm_variant(problem);
   const sm90::VariantShape shape = sm90::variant_shape(choice.variant);
   sm90::GroupedGemmParams& p = o.params;
   p.n_blocks = static_cast<int>(ceil_div<std::int64_t>(o.n, shape.block_n));
@@ -185,8 +189,7 @@ std::optional<OverlapReport> grouped_gemm_masked(const GemmOperand& a, const Gem
   check_arg(a.data.ndim() == 3 && b.data.ndim() == 3 && a.data.size(0) == b.data.size(0),
             "A (activations) shape", "[E_l (as B), M_max, K]", a.data.shape_string());
   const std::int64_t experts = a.data.size(0), m_max = a.data.size(1);
-  check_arg(m_max % kGemmBlockM == 0, "M_max", "a multiple of " + std::to_string(kGemmBlockM),
-            m_max);
+  check_gemm_masked_m_max(m_max);
   check_arg(expected_m >= 0, "expected_m", ">= 0 (0 = unknown)", expected_m);
   Operands o = check_operands(a, b, out, experts * m_max);
   check_tensor(masked_m, "masked_m", DType::kI32, {experts}, DeviceType::kCuda);
@@ -204,7 +207,7 @@ std::optional<OverlapReport> grouped_gemm_masked(const GemmOperand& a, const Gem
     report = OverlapReport{kGemmBlockM, static_cast<int>(ceil_div<std::int64_t>(o.n, kGemmBlockN))};
   }
   if (experts * m_max > 0) {
-    run(o, m_max, experts, experts, expected_m > 0 ? std::min(expected_m, m_max) : m_max, stream);
+    run(o, m_max, experts, masked_problem(o.fp8, experts, m_max, o.n, o.k, expected_m), stream);
   }
   return report;
 }
@@ -214,13 +217,21 @@ void grouped_gemm_contiguous(const GemmOperand& a, const GemmOperand& b,
                              cudaStream_t stream) {
   check_arg(a.data.ndim() == 2, "A (activations) rank", "2 ([M_sum, K])", a.data.ndim());
   const std::int64_t rows = a.data.size(0);
-  check_arg(rows % 128 == 0, "M_sum", "a multiple of 128", rows);
+  check_gemm_contiguous_m_sum(rows);
   Operands o = check_operands(a, b, out, rows);
   check_tensor(m_indices, "m_indices", DType::kI32, {rows}, DeviceType::kCuda);
   o.params.m_indices = m_indices.data_as<const int>();
-  // The heuristic sees the row blocks as they are: one group of M_sum rows (segments are
-  // 128-aligned, so no variant computes padding beyond its own rows).
-  if (rows > 0) run(o, rows, 1, 1, rows, stream);
+  if (rows > 0) run(o, rows, 1, contiguous_problem(o.fp8, rows, o.n, o.k), stream);
+}
+
+GemmChoice grouped_gemm_masked_variant(bool fp8, std::int64_t experts, std::int64_t m_max,
+                                       std::int64_t n, std::int64_t k, std::int64_t expected_m) {
+  return choose_gemm_variant(masked_problem(fp8, experts, m_max, n, k, expected_m));
+}
+
+GemmChoice grouped_gemm_contiguous_variant(bool fp8, std::int64_t m_sum, std::int64_t n,
+                                           std::int64_t k) {
+  return choose_gemm_variant(contiguous_problem(fp8, m_sum, n, k));
 }
 
 }  // namespace moerun::cuda

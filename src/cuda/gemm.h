@@ -15,17 +15,11 @@
 #include <cstdint>
 #include <optional>
 
+#include "cuda/gemm_heuristics.h"
+#include "cuda/gemm_shape.h"  // kGemmBlockM, kGemmBlockN and the size rules
 #include "moerun/tensor.h"
 
 namespace moerun::cuda {
-
-// Rows per overlap counter (one math warpgroup's rows; tiles are 64 or 128 rows): the masked
-// M_max must be a multiple of it (the layer's is a multiple of 128), and it is the report's
-// block_m.
-inline constexpr int kGemmBlockM = 64;
-// Columns per overlap count: a tile adds one per 128-column group it covers (tiles are 128 or 256
-// wide), so the report's threshold is ceil(N / kGemmBlockN) whatever tile shape runs.
-inline constexpr int kGemmBlockN = 128;
 
 // A matrix and, for FP8, its scales (device views). BF16 operands leave `scale` undefined.
 //   A (activations): data [rows, K], scale [rows, K / 128] f32
@@ -65,5 +59,12 @@ std::optional<OverlapReport> grouped_gemm_masked(const GemmOperand& a, const Gem
 void grouped_gemm_contiguous(const GemmOperand& a, const GemmOperand& b,
                              const TensorView& m_indices, const TensorView& out,
                              cudaStream_t stream);
+
+// The kernel variant each launcher runs for a problem of these sizes on the current device, by
+// the same rule (benchmarks and logs; the results never depend on it).
+GemmChoice grouped_gemm_masked_variant(bool fp8, std::int64_t experts, std::int64_t m_max,
+                                       std::int64_t n, std::int64_t k, std::int64_t expected_m = 0);
+GemmChoice grouped_gemm_contiguous_variant(bool fp8, std::int64_t m_sum, std::int64_t n,
+                                           std::int64_t k);
 
 }  // namespace moerun::cuda

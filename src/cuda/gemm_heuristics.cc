@@ -13,6 +13,7 @@
 
 #include <atomic>
 #include <iterator>
+#include <string>
 
 namespace moerun::cuda {
 
@@ -45,6 +46,20 @@ constexpr Candidate kFp8Candidates[] = {
 std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
 
 }  // namespace
+
+std::string gemm_variant_name(sm90::GemmVariant variant) {
+  const sm90::VariantShape s = sm90::variant_shape(variant);
+  // NOTE: appended piece by piece; GCC 12 warns (-Wrestrict, a false positive) on "lit" + string.
+  std::string name = s.fp8 ? "fp8_M" : "bf16_M";
+  name += std::to_string(s.block_m);
+  name += 'N';
+  name += std::to_string(s.block_n);
+  if (s.cluster_n > 1) {
+    name += 'C';
+    name += std::to_string(s.cluster_n);
+  }
+  return name;
+}
 
 void force_gemm_variant_for_testing(int variant) { forced_variant.store(variant); }
 

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "cuda/gemm/sm90_variants.h"
 
@@ -25,6 +26,9 @@ struct GemmChoice {
 };
 
 GemmChoice choose_gemm_variant(const GemmProblem& problem);
+
+// A variant's tile shape as a name: dtype, BLOCK_M, BLOCK_N, cluster ("fp8_M128N128C2").
+std::string gemm_variant_name(sm90::GemmVariant variant);
 
 // Tests and benchmarks only: every later choice of this dtype returns `variant` (a value of
 // sm90::GemmVariant), until called with -1. Results must not change, only the speed.

@@ -1,12 +1,11 @@
 // CUDA grouped GEMMs vs the CPU oracle on the same permuted inputs, both layouts and dtypes, every
-// tile shape the heuristic can pick; plus a benchmark of the issue-4 shapes (MOERUN_GEMM_BENCH=1).
+// tile shape the heuristic can pick. The issue-4 benchmark is `moerun bench-gemm` (tools/).
 #include "cpu/gemm.h"
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -200,18 +199,7 @@ std::vector<sm90_variant_t> variants_of(DType dtype) {
   return out;
 }
 
-std::string variant_name(sm90_variant_t v) {
-  const cuda::sm90::VariantShape s = cuda::sm90::variant_shape(v);
-  std::string name = s.fp8 ? "fp8_M" : "bf16_M";
-  name += std::to_string(s.block_m);
-  name += 'N';
-  name += std::to_string(s.block_n);
-  if (s.cluster_n > 1) {
-    name += 'C';
-    name += std::to_string(s.cluster_n);
-  }
-  return name;
-}
+std::string variant_name(sm90_variant_t v) { return cuda::gemm_variant_name(v); }
 
 // ids [T, 1] sending counts[e] consecutive tokens to expert e (exact rows per group).
 HostTensor ids_with_counts(const std::vector<int>& counts) {
@@ -332,188 +320,6 @@ TEST(CudaGroupedGemm, OverlapCounters) {
       SCOPED_TRACE(variant_name(v));
       const ForcedVariant forced(v);
       check_gemm(c, Layout::kMasked, 200, ids, "random", /*signal=*/true);
-    }
-  }
-}
-
-// ---- Benchmark (skipped unless MOERUN_GEMM_BENCH=1): the issue-4 shapes, CUDA events, median.
-
-struct BenchShape {
-  bool masked;
-  int groups;
-  int m;  // rows per group (masked: masked_m of every group; M_max = m rounded up to 128)
-  int n;
-  int k;
-};
-
-// Fills a device buffer with random values of `dtype` (a 16 MiB random block repeated).
-void fill_random(void* dst, std::size_t bytes, DType dtype, std::uint64_t seed) {
-  const std::size_t block = std::min<std::size_t>(bytes, std::size_t{16} << 20);
-  std::vector<std::uint8_t> host(block);
-  std::mt19937_64 rng(seed);
-  if (dtype == DType::kBF16) {
-    std::normal_distribution<float> normal;
-    for (std::size_t i = 0; i + 1 < block; i += 2) {
-      const bf16 v = float_to_bf16(normal(rng));
-      std::memcpy(&host[i], &v, 2);
-    }
-  } else if (dtype == DType::kF32) {
-    std::uniform_real_distribution<float> uniform(0.5f, 1.5f);
-    for (std::size_t i = 0; i + 3 < block; i += 4) {
-      const float v = uniform(rng) * 1e-2f;
-      std::memcpy(&host[i], &v, 4);
-    }
-  } else {
-    for (std::size_t i = 0; i < block; ++i) {
-      std::uint8_t b = static_cast<std::uint8_t>(rng());
-      if ((b & 0x7f) == 0x7f) b ^= 1;  // no NaN codes
-      host[i] = b;
-    }
-  }
-  for (std::size_t at = 0; at < bytes; at += block) {
-    MOERUN_CUDA_CHECK(cudaMemcpy(static_cast<std::uint8_t*>(dst) + at, host.data(),
-                                 std::min(block, bytes - at), cudaMemcpyHostToDevice));
-  }
-}
-
-TEST(CudaGroupedGemmBench, Issue4Shapes) {
-  MOERUN_REQUIRE_GPU();
-  const char* flag = std::getenv("MOERUN_GEMM_BENCH");
-  if (flag == nullptr || std::string(flag) != "1") GTEST_SKIP() << "set MOERUN_GEMM_BENCH=1";
-  const BenchShape shapes[] = {
-      {false, 4, 8192, 4096, 7168}, {false, 8, 4096, 4096, 7168}, {false, 4, 8192, 7168, 2048},
-      {false, 8, 4096, 7168, 2048}, {true, 2, 512, 4096, 7168},   {true, 4, 256, 7168, 2048},
-      {true, 32, 32, 4096, 7168},   {true, 256, 4, 4096, 7168},
-  };
-  std::printf("GEMMBENCH | dtype | layout | groups x m | N | K | us | TFLOP/s | GB/s | variant\n");
-  for (DType dtype : {DType::kFP8E4M3, DType::kBF16}) {
-    const bool fp8 = dtype == DType::kFP8E4M3;
-    for (const BenchShape& s : shapes) {
-      const std::int64_t m_max = (s.m + 127) / 128 * 128;
-      const std::int64_t rows = s.masked ? s.groups * m_max : std::int64_t{s.groups} * s.m;
-      const std::int64_t kb = s.k / 128, nb = s.n / 128;
-      DeviceTensor a(dtype, {rows, s.k}), b(dtype, {s.groups, s.n, s.k});
-      DeviceTensor a_scale, b_scale;
-      if (fp8) {
-        a_scale = DeviceTensor(DType::kF32, {rows, kb});
-        b_scale = DeviceTensor(DType::kF32, {s.groups, nb, kb});
-        fill_random(a_scale.view().data(), a_scale.view().nbytes(), DType::kF32, 3);
-        fill_random(b_scale.view().data(), b_scale.view().nbytes(), DType::kF32, 4);
-      }
-      fill_random(a.view().data(), a.view().nbytes(), dtype, 1);
-      fill_random(b.view().data(), b.view().nbytes(), dtype, 2);
-      DeviceTensor out(DType::kBF16, {rows, s.n});
-      HostTensor counts(DType::kI32, {s.groups});
-      HostTensor m_indices(DType::kI32, {rows});
-      for (int e = 0; e < s.groups; ++e) counts.data<int>()[e] = s.m;
-      for (std::int64_t r = 0; r < rows; ++r) m_indices.data<int>()[r] = static_cast<int>(r / s.m);
-      const DeviceTensor d_counts = DeviceTensor::from_host(counts.view());
-      const DeviceTensor d_m_indices = DeviceTensor::from_host(m_indices.view());
-      const cuda::GemmOperand da{s.masked ? a.reshaped({s.groups, m_max, s.k}) : a.view(),
-                                 fp8 ? a_scale.view() : TensorView()};
-      const cuda::GemmOperand db{b.view(), fp8 ? b_scale.view() : TensorView()};
-      auto run = [&] {
-        if (s.masked) {
-          cuda::grouped_gemm_masked(da, db, d_counts.view(), out.reshaped({s.groups, m_max, s.n}),
-                                    nullptr, nullptr, s.m);
-        } else {
-          cuda::grouped_gemm_contiguous(da, db, d_m_indices.view(), out.view(), nullptr);
-        }
-      };
-      // As the launchers ask (masked: groups x expected_m; contiguous: one group of M_sum rows).
-      const cuda::GemmChoice choice = cuda::choose_gemm_variant(
-          {fp8, s.masked ? s.groups : 1, s.masked ? std::int64_t{s.m} : rows, s.n, s.k, 132});
-      for (sm90_variant_t variant : variants_of(dtype)) {
-        const ForcedVariant forced(variant);
-        for (int i = 0; i < 3; ++i) run();
-        MOERUN_CUDA_CHECK(cudaDeviceSynchronize());
-        cudaEvent_t start, stop;
-        MOERUN_CUDA_CHECK(cudaEventCreate(&start));
-        MOERUN_CUDA_CHECK(cudaEventCreate(&stop));
-        std::vector<float> ms;
-        for (int i = 0; i < 20; ++i) {
-          MOERUN_CUDA_CHECK(cudaEventRecord(start));
-          run();
-          MOERUN_CUDA_CHECK(cudaEventRecord(stop));
-          MOERUN_CUDA_CHECK(cudaEventSynchronize(stop));
-          float t = 0;
-          MOERUN_CUDA_CHECK(cudaEventElapsedTime(&t, start, stop));
-          ms.push_back(t);
-        }
-        MOERUN_CUDA_CHECK(cudaEventDestroy(start));
-        MOERUN_CUDA_CHECK(cudaEventDestroy(stop));
-        std::sort(ms.begin(), ms.end());
-        const double sec = ms[ms.size() / 2] * 1e-3;
-        const double m_total = double(s.groups) * s.m;
-        const double flops = 2.0 * m_total * s.n * s.k;
-        const double elem = fp8 ? 1.0 : 2.0;
-        const double bytes =
-            (m_total * s.k + double(s.groups) * s.n * s.k) * elem + m_total * s.n * 2;
-        std::printf("GEMMBENCH | %s | %s | %d x %d | %d | %d | %.1f | %.0f | %.0f | %s%s\n",
-                    fp8 ? "fp8" : "bf16", s.masked ? "masked" : "contiguous", s.groups, s.m, s.n,
-                    s.k, sec * 1e6, flops / sec * 1e-12, bytes / sec * 1e-9,
-                    variant_name(variant).c_str(), variant == choice.variant ? " (heuristic)" : "");
-        // Spot check of a few rows and columns in fp64 (the tests cover every element on small
-        // shapes; this covers large K, N and row indices).
-        const HostTensor first = out.to_host();
-        {
-          const std::size_t es = fp8 ? 1 : 2;
-          auto value = [&](const std::vector<std::uint8_t>& data, std::int64_t i) -> double {
-            if (fp8) return fp8e4m3_to_float(fp8e4m3{data[static_cast<std::size_t>(i)]});
-            bf16 v;
-            std::memcpy(&v, &data[static_cast<std::size_t>(i) * 2], 2);
-            return bf16_to_float(v);
-          };
-          double diff = 0, norm = 0;
-          for (int e : {0, s.groups - 1}) {
-            for (int i : {0, s.m - 1}) {
-              const std::int64_t row = (s.masked ? e * m_max : std::int64_t{e} * s.m) + i;
-              std::vector<std::uint8_t> a_row(static_cast<std::size_t>(s.k) * es);
-              MOERUN_CUDA_CHECK(cudaMemcpy(a_row.data(),
-                                           static_cast<std::uint8_t*>(a.view().data()) +
-                                               row * s.k * static_cast<std::int64_t>(es),
-                                           a_row.size(), cudaMemcpyDeviceToHost));
-              std::vector<float> sa(static_cast<std::size_t>(kb)), sb(static_cast<std::size_t>(kb));
-              if (fp8) {
-                MOERUN_CUDA_CHECK(cudaMemcpy(sa.data(), a_scale.view().data_as<float>() + row * kb,
-                                             kb * sizeof(float), cudaMemcpyDeviceToHost));
-              }
-              for (int col : {0, 129, s.n - 1}) {
-                std::vector<std::uint8_t> b_row(static_cast<std::size_t>(s.k) * es);
-                MOERUN_CUDA_CHECK(cudaMemcpy(
-                    b_row.data(),
-                    static_cast<std::uint8_t*>(b.view().data()) +
-                        (std::int64_t{e} * s.n + col) * s.k * static_cast<std::int64_t>(es),
-                    b_row.size(), cudaMemcpyDeviceToHost));
-                if (fp8) {
-                  MOERUN_CUDA_CHECK(cudaMemcpy(
-                      sb.data(), b_scale.view().data_as<float>() + (e * nb + col / 128) * kb,
-                      kb * sizeof(float), cudaMemcpyDeviceToHost));
-                }
-                double ref = 0;
-                for (std::int64_t blk = 0; blk < (s.k + 127) / 128; ++blk) {
-                  double part = 0;
-                  for (std::int64_t j = blk * 128; j < std::min<std::int64_t>(s.k, blk * 128 + 128);
-                       ++j)
-                    part += value(a_row, j) * value(b_row, j);
-                  ref += fp8 ? part * sa[static_cast<std::size_t>(blk)] *
-                                   sb[static_cast<std::size_t>(blk)]
-                             : part;
-                }
-                const double gpu = bf16_to_float(first.data<bf16>()[row * s.n + col]);
-                diff += (gpu - ref) * (gpu - ref);
-                norm += ref * ref;
-              }
-            }
-          }
-          EXPECT_LE(std::sqrt(diff / std::max(norm, 1e-30)), 1e-2) << "sampled elements";
-        }
-        // The timed runs and a clean rerun give the same bits.
-        out.poison();
-        run();
-        const HostTensor second = out.to_host();
-        EXPECT_EQ(std::memcmp(first.view().data(), second.view().data(), first.nbytes()), 0);
-      }
     }
   }
 }

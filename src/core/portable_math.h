@@ -74,20 +74,26 @@ MOERUN_HOST_DEVICE inline float exact_pow2(int k) {
   return float_from_bits(static_cast<std::uint32_t>(k + 127) << 23);
 }
 
-MOERUN_HOST_DEVICE inline float portable_expf(float x) {
-  // Past these, the result is +inf (exp(89) > FLT_MAX) or rounds to 0 (exp(-104) is below half
-  // the smallest subnormal). NaN propagates.
-  if (x != x) return add_rn(x, x);
-  if (x > 89.0f) return float_from_bits(0x7f800000u);  // +inf
-  if (x < -104.0f) return 0.0f;
+MOERUN_HOST_DEVICE inline std::uint32_t float_bits(float f) {
+#if defined(__CUDA_ARCH__)
+  return __float_as_uint(f);
+#else
+  std::uint32_t bits;
+  std::memcpy(&bits, &f, sizeof(bits));
+  return bits;
+#endif
+}
+
+// exp(x) = 2^n * p: n = round(x / ln2) (as a float) and p ~ exp(x - n ln2) in [0.7, 1.42].
+MOERUN_HOST_DEVICE inline void exp_reduced(float x, float& n_float, float& p) {
   constexpr float kLog2e = 0x1.715476p+0f;
   constexpr float kRoundShift = 0x1.8p+23f;   // adding it rounds to an integer (ties to even)
   constexpr float kLn2Hi = 0x1.62e43p-1f;     // ln 2 rounded to float
   constexpr float kLn2Lo = -0x1.05c610p-29f;  // ln 2 - kLn2Hi, rounded
-  const float n_float = add_rn(fma_rn(x, kLog2e, kRoundShift), -kRoundShift);
+  n_float = add_rn(fma_rn(x, kLog2e, kRoundShift), -kRoundShift);
   const float r = fma_rn(-n_float, kLn2Lo, fma_rn(-n_float, kLn2Hi, x));
   // Horner on 1/k!, k = 7 .. 1, then + 1.
-  float p = 0x1.a01a02p-13f;
+  p = 0x1.a01a02p-13f;
   p = fma_rn(p, r, 0x1.6c16c2p-10f);
   p = fma_rn(p, r, 0x1.111112p-7f);
   p = fma_rn(p, r, 0x1.555556p-5f);
@@ -95,11 +101,32 @@ MOERUN_HOST_DEVICE inline float portable_expf(float x) {
   p = fma_rn(p, r, 0.5f);
   p = fma_rn(p, r, 1.0f);
   p = fma_rn(p, r, 1.0f);
+}
+
+// exp(x) where the result may be subnormal, +inf or 0, or x is NaN (|x| > 86).
+MOERUN_HOST_DEVICE inline float portable_expf_edge(float x) {
+  // Past these, the result is +inf (exp(89) > FLT_MAX) or rounds to 0 (exp(-104) is below half
+  // the smallest subnormal). NaN propagates.
+  if (x != x) return add_rn(x, x);
+  if (x > 89.0f) return float_from_bits(0x7f800000u);  // +inf
+  if (x < -104.0f) return 0.0f;
+  float n_float, p;
+  exp_reduced(x, n_float, p);
   // n in [-150, 128]: two halves in [-75, 64], each an exact power of two. The first product
   // stays normal (exact); the second rounds once, to a subnormal or to +inf where due.
   const int n = static_cast<int>(n_float);
   const int n_first = n / 2;
   return mul_rn(mul_rn(p, exact_pow2(n_first)), exact_pow2(n - n_first));
+}
+
+MOERUN_HOST_DEVICE inline float portable_expf(float x) {
+  if (!(x >= -86.0f && x <= 86.0f)) return portable_expf_edge(x);
+  float n_float, p;
+  exp_reduced(x, n_float, p);
+  // n in [-124, 124]: p * 2^n is a normal float, so adding n to p's exponent field is the exact
+  // product (the edge path's two multiplications give the same bits).
+  const int n = static_cast<int>(n_float);
+  return float_from_bits(float_bits(p) + (static_cast<std::uint32_t>(n) << 23));
 }
 
 // silu(g) = g / (1 + exp(-g)), the activation of stage 5 (DESIGN.md).

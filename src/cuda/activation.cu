@@ -5,11 +5,11 @@
 // quantize_fp8_group: the oracle's operations one for one, so the result is bit for bit the
 // oracle's.
 //
-// Speed: a streaming kernel (read 2I bf16, write I bf16 or FP8 per row), so the work is cut into
-// chunks of 256 columns of one row (a warp, 8 columns per lane, 16-byte loads) and each warp
-// keeps kUnroll chunks' loads in flight before it computes any of them. Only rows holding tokens
-// are read: masked rows are counted in a compacted list (expert e's first masked_m[e] rows),
-// contiguous padding rows (m_indices -1) are skipped.
+// Speed: a streaming kernel (read 2I bf16, write I bf16 or FP8 per row). Work is cut into
+// chunks of 256 columns of one row (a warp: 8 columns, 16 + 16 bytes per lane); each warp walks
+// its own run of consecutive chunks over the rows that hold tokens only (expert by expert, from
+// masked_m), and keeps the next kStages - 1 chunks in flight with cp.async into a per-warp
+// shared-memory ring while it computes the current one, so loads never wait for compute.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -32,39 +32,64 @@ struct ActParams {
   float* out_scale;              // FP8: [rows, I / 128]
   long long rows;
   int inter;
-  int vectors;           // 8-column vectors per row: I / 8
-  int chunks;            // 256-column chunks per row: ceil(vectors / 32)
-  const int* masked_m;   // masked: [experts]
-  int experts;           // masked
-  long long m_max;       // masked; 0 = contiguous
-  const int* m_indices;  // contiguous: [rows]
+  int vectors;          // 8-column vectors per row: I / 8
+  int chunks;           // 256-column chunks per row: ceil(vectors / 32)
+  const int* masked_m;  // [experts]
+  int experts;
+  long long m_max;  // masked; 0 = contiguous
 };
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
-// Chunks whose loads a warp issues before computing: 4 x 32 bytes per lane in flight. Enough
-// bytes in flight per SM at the occupancy the registers allow (docs/cuda-backend.md).
-constexpr int kUnroll = 4;
+// Ring stages per warp (1 KiB each: a chunk's gate and up halves). kStages - 1 chunks load while
+// one computes.
+constexpr int kStages = 4;
+constexpr int kStageBytes = 32 * 32;
 
-// The buffer row of work row v (masked: v counts the compacted rows; contiguous: v is the buffer
-// row), or -1 for a contiguous padding row. Warp-uniform.
-__device__ __forceinline__ long long buffer_row(const ActParams& p, const long long* first_row,
-                                                long long v) {
-  if (p.m_max > 0) {
-    // The expert holding compacted row v: the last e with first_row[e] <= v (empty experts share
-    // their start with the next one).
-    int lo = 0, hi = p.experts - 1;
-    while (lo < hi) {
-      const int mid = (lo + hi + 1) / 2;
-      if (first_row[mid] <= v) {
-        lo = mid;
-      } else {
-        hi = mid - 1;
-      }
+// A warp's position in its run: compacted row v (the rows holding tokens, expert by expert), its
+// expert e, and the chunk. Warp-uniform.
+struct Cursor {
+  long long v;
+  int e;
+  int chunk;
+};
+
+// The expert holding compacted row v: the last e with first_row[e] <= v (empty experts share
+// their start with the next one).
+__device__ __forceinline__ int expert_of(const int* first_row, int experts, long long v) {
+  int lo = 0, hi = experts - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (first_row[mid] <= v) {
+      lo = mid;
+    } else {
+      hi = mid - 1;
     }
-    return lo * p.m_max + (v - first_row[lo]);
   }
-  return __ldg(p.m_indices + v) >= 0 ? v : -1;
+  return lo;
+}
+
+__device__ __forceinline__ void advance(Cursor& c, const ActParams& p, const int* first_row) {
+  if (++c.chunk < p.chunks) return;
+  c.chunk = 0;
+  ++c.v;
+  while (c.e + 1 < p.experts && first_row[c.e + 1] <= c.v) ++c.e;
+}
+
+// 16 bytes global -> shared, bypassing L1; src_bytes 0 writes zeros and reads nothing.
+__device__ __forceinline__ void copy16_async(std::uint32_t dst, const void* src, int src_bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(src_bytes)
+               : "memory");
+}
+
+__device__ __forceinline__ void commit_copies() {
+  asm volatile("cp.async.commit_group;" ::: "memory");
+}
+
+// Waits until at most kPending of this thread's copy groups are still in flight.
+template <int kPending>
+__device__ __forceinline__ void wait_copies() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(kPending) : "memory");
 }
 
 // One lane's 8 columns: y = silu(gate) * up in the oracle's fp32 operations.
@@ -76,91 +101,119 @@ __device__ __forceinline__ void silu_mul8(const uint4& gate, const uint4& up, fl
   for (int i = 0; i < 8; ++i) y[i] = __fmul_rn(detail::silu_f32(g[i]), u[i]);
 }
 
-// Launch: grid-stride over (work row, chunk) items, kUnroll items per warp per step; static shared
-// memory: the masked layout's row prefix (E_l + 1 longs) and counts. FP8: a 128-column group is
-// 16 consecutive lanes of one chunk (I % 128 == 0 and chunks start at multiples of 256 columns),
-// so a group's lanes are all active or all idle; idle lanes pass zeros to the shuffles.
+// Launch: kThreads threads, static shared memory: the per-warp rings and the row prefixes (E_l + 1
+// longs each). FP8: a 128-column group is 16 consecutive lanes of one chunk (I % 128 == 0 and
+// chunks start at multiples of 256 columns), so a group's lanes are all active or all idle; idle
+// lanes hold zeros and still join the shuffles.
 template <bool kFp8>
 __global__ void __launch_bounds__(kThreads) silu_and_mul_kernel(ActParams p) {
-  __shared__ long long first_row[kPermuteMaxLocalExperts + 1];
-  __shared__ int counts[kPermuteMaxLocalExperts];
+  __shared__ __align__(16) std::uint8_t ring[kWarps][kStages][kStageBytes];
+  // first_row[e]: compacted rows before expert e; row_base[e]: its first buffer row (rows < 2^31,
+  // checked on the host).
+  __shared__ int first_row[kPermuteMaxLocalExperts + 1];
+  __shared__ int row_base[kPermuteMaxLocalExperts];
   const bool masked = p.m_max > 0;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  if (masked) {
-    for (int e = threadIdx.x; e < p.experts; e += kThreads) {
-      counts[e] = static_cast<int>(min(static_cast<long long>(p.masked_m[e]), p.m_max));
+  if (warp == 0) {
+    // Lane l scans experts [l * per_lane, (l + 1) * per_lane); a warp scan joins the lanes.
+    const int per_lane = (p.experts + 31) / 32;
+    const int begin = min(lane * per_lane, p.experts), end = min(begin + per_lane, p.experts);
+    auto count = [&](int e) {
+      const long long m = max(__ldg(p.masked_m + e), 0);
+      return masked ? min(m, p.m_max) : m;
+    };
+    auto span = [&](long long m) {  // buffer rows of an expert with m rows
+      return masked ? p.m_max : (m + kPermuteAlignment - 1) / kPermuteAlignment * kPermuteAlignment;
+    };
+    long long rows_sum = 0, span_sum = 0;
+    for (int e = begin; e < end; ++e) {
+      const long long m = count(e);
+      rows_sum += m;
+      span_sum += span(m);
     }
-    __syncthreads();
-    if (warp == 0) {
-      // Lane l sums experts [l * per_lane, (l + 1) * per_lane); a warp scan joins the lanes.
-      const int per_lane = (p.experts + 31) / 32;
-      const int begin = min(lane * per_lane, p.experts), end = min(begin + per_lane, p.experts);
-      long long sum = 0;
-      for (int e = begin; e < end; ++e) sum += counts[e];
-      long long inclusive = sum;
+    long long rows_inclusive = rows_sum, span_inclusive = span_sum;
 #pragma unroll
-      for (int offset = 1; offset < 32; offset *= 2) {
-        const long long other = __shfl_up_sync(0xffffffffu, inclusive, offset);
-        if (lane >= offset) inclusive += other;
+    for (int offset = 1; offset < 32; offset *= 2) {
+      const long long r = __shfl_up_sync(0xffffffffu, rows_inclusive, offset);
+      const long long s = __shfl_up_sync(0xffffffffu, span_inclusive, offset);
+      if (lane >= offset) {
+        rows_inclusive += r;
+        span_inclusive += s;
       }
-      long long running = inclusive - sum;
-      for (int e = begin; e < end; ++e) {
-        first_row[e] = running;
-        running += counts[e];
-      }
-      if (lane == 31) first_row[p.experts] = inclusive;
     }
-    __syncthreads();
+    long long rows_running = rows_inclusive - rows_sum, span_running = span_inclusive - span_sum;
+    for (int e = begin; e < end; ++e) {
+      const long long m = count(e);
+      first_row[e] = static_cast<int>(rows_running);
+      row_base[e] = static_cast<int>(span_running);
+      rows_running += m;
+      span_running += span(m);
+    }
+    if (lane == 31) first_row[p.experts] = static_cast<int>(rows_inclusive);
   }
+  __syncthreads();
 
-  const long long total = (masked ? first_row[p.experts] : p.rows) * p.chunks;
-  const long long stride = static_cast<long long>(gridDim.x) * kWarps;
-  for (long long base = static_cast<long long>(blockIdx.x) * kWarps + warp; base < total;
-       base += kUnroll * stride) {
-    long long row[kUnroll];
-    int vec[kUnroll];
-    uint4 gate[kUnroll], up[kUnroll];
-#pragma unroll
-    for (int i = 0; i < kUnroll; ++i) {
-      const long long at = base + i * stride;
-      row[i] = -1;
-      vec[i] = 0;
-      if (at < total) {
-        const long long v = at / p.chunks;
-        vec[i] = static_cast<int>(at - v * p.chunks) * 32 + lane;
-        row[i] = buffer_row(p, first_row, v);
-      }
+  // This warp's run: chunks [begin, end) of the compacted rows x chunks.
+  const long long total = static_cast<long long>(first_row[p.experts]) * p.chunks;
+  const long long warps = static_cast<long long>(gridDim.x) * kWarps;
+  const long long global_warp = static_cast<long long>(blockIdx.x) * kWarps + warp;
+  const long long begin = total * global_warp / warps, end = total * (global_warp + 1) / warps;
+  if (begin >= end) return;
+  Cursor load{begin / p.chunks, 0, static_cast<int>(begin % p.chunks)};
+  load.e = expert_of(first_row, p.experts, load.v);
+  Cursor compute = load;
+  long long loaded = begin;
+  const std::uint32_t ring_base = static_cast<std::uint32_t>(__cvta_generic_to_shared(ring[warp]));
+
+  // Issues the loads of the chunk at `load` into stage `stage` (a commit group, empty past the
+  // run's end) and moves `load` on.
+  auto issue = [&](int stage) {
+    if (loaded < end) {
+      const long long row = row_base[load.e] + (load.v - first_row[load.e]);
+      const int vec = load.chunk * 32 + lane;
+      const bool active = vec < p.vectors && row < p.rows;
+      const std::uint16_t* gate =
+          active ? p.gate_up + row * 2 * p.inter + static_cast<long long>(vec) * 8 : p.gate_up;
+      const std::uint32_t dst = ring_base + stage * kStageBytes + lane * 16;
+      copy16_async(dst, gate, active ? 16 : 0);
+      copy16_async(dst + 512, active ? gate + p.inter : p.gate_up, active ? 16 : 0);
+      advance(load, p, first_row);
+      ++loaded;
     }
+    commit_copies();
+  };
 #pragma unroll
-    for (int i = 0; i < kUnroll; ++i) {
-      gate[i] = make_uint4(0, 0, 0, 0);
-      up[i] = make_uint4(0, 0, 0, 0);
-      if (row[i] >= 0 && vec[i] < p.vectors) {
-        const auto* src = reinterpret_cast<const uint4*>(p.gate_up + row[i] * 2 * p.inter);
-        gate[i] = __ldcs(src + vec[i]);
-        up[i] = __ldcs(src + p.vectors + vec[i]);
+  for (int s = 0; s < kStages - 1; ++s) issue(s);
+
+  for (long long at = begin; at < end; ++at) {
+    const int stage = static_cast<int>((at - begin) % kStages);
+    issue((stage + kStages - 1) % kStages);
+    wait_copies<kStages - 1>();  // this lane's copies of `stage` have landed (it reads only them)
+    const std::uint8_t* slot = ring[warp][stage];
+    const uint4 gate = *reinterpret_cast<const uint4*>(slot + lane * 16);
+    const uint4 up = *reinterpret_cast<const uint4*>(slot + 512 + lane * 16);
+    const long long row = row_base[compute.e] + (compute.v - first_row[compute.e]);
+    const int vec = compute.chunk * 32 + lane;
+    advance(compute, p, first_row);
+    if (row >= p.rows) continue;  // counts beyond the buffer: nothing read, nothing written
+    float y[8];
+    silu_mul8(gate, up, y);
+    const bool active = vec < p.vectors;
+    if constexpr (kFp8) {
+      float scale;
+      std::uint32_t words[2];
+      quantize_fp8_group(y, scale, words);  // all lanes: full-mask shuffles
+      if (active) {
+        auto* out = static_cast<std::uint8_t*>(p.out) + row * p.inter;
+        reinterpret_cast<uint2*>(out)[vec] = make_uint2(words[0], words[1]);
+        if (lane % 16 == 0) p.out_scale[row * (p.inter / 128) + vec / 16] = scale;
       }
+    } else if (active) {
+      auto* out = reinterpret_cast<uint4*>(static_cast<std::uint16_t*>(p.out) + row * p.inter);
+      out[vec] = pack_bf16x8(y);
     }
-#pragma unroll
-    for (int i = 0; i < kUnroll; ++i) {
-      if (row[i] < 0) continue;  // warp-uniform
-      float y[8];
-      silu_mul8(gate[i], up[i], y);
-      const bool active = vec[i] < p.vectors;
-      if constexpr (kFp8) {
-        float scale;
-        std::uint32_t words[2];
-        quantize_fp8_group(y, scale, words);  // all lanes: full-mask shuffles
-        if (active) {
-          auto* out = static_cast<std::uint8_t*>(p.out) + row[i] * p.inter;
-          reinterpret_cast<uint2*>(out)[vec[i]] = make_uint2(words[0], words[1]);
-          if (lane % 16 == 0) p.out_scale[row[i] * (p.inter / 128) + vec[i] / 16] = scale;
-        }
-      } else if (active) {
-        auto* out = reinterpret_cast<uint4*>(static_cast<std::uint16_t*>(p.out) + row[i] * p.inter);
-        out[vec[i]] = pack_bf16x8(y);
-      }
-    }
+    // The stage is rewritten by the issue two lines down in the next iteration: this lane's reads
+    // of it are done (registers), and no other lane reads this lane's bytes.
   }
 }
 
@@ -181,8 +234,9 @@ int resident_blocks() {
 
 template <bool kFp8>
 void launch(const ActParams& p, long long rows_upper, cudaStream_t stream) {
+  // Enough warps for ~8 chunks each at the upper bound of rows with tokens, at most one wave.
   const long long blocks = std::clamp<long long>(
-      ceil_div<long long>(rows_upper * p.chunks, kWarps * kUnroll), 1, resident_blocks<kFp8>());
+      ceil_div<long long>(rows_upper * p.chunks, kWarps * 8LL), 1, resident_blocks<kFp8>());
   silu_and_mul_kernel<kFp8><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(p);
   MOERUN_CUDA_CHECK_LAUNCH();
 }
@@ -214,25 +268,24 @@ void silu_and_mul(const TensorView& gate_up, const RowSet& rows, const TensorVie
               out_scale.defined() ? out_scale.shape_string() : std::string("none"));
   }
   ActParams p{};
+  const std::int64_t experts = rows.masked_m.defined() ? rows.masked_m.numel() : 0;
+  check_arg(experts >= 1 && experts <= kPermuteMaxLocalExperts, "masked_m experts",
+            "1.." + std::to_string(kPermuteMaxLocalExperts), experts);
+  check_tensor(rows.masked_m, "masked_m", DType::kI32, {experts}, DeviceType::kCuda);
   if (rows.layout == Layout::kMasked) {
-    check_arg(rows.m_max > 0 && n_rows % rows.m_max == 0, "m_max",
-              "a positive divisor of the rows (" + std::to_string(n_rows) + ")", rows.m_max);
-    const std::int64_t experts = n_rows / rows.m_max;
-    check_arg(experts <= kPermuteMaxLocalExperts, "masked experts",
-              "<= " + std::to_string(kPermuteMaxLocalExperts), experts);
-    check_tensor(rows.masked_m, "masked_m", DType::kI32, {experts}, DeviceType::kCuda);
-    p.masked_m = rows.masked_m.data_as<const int>();
-    p.experts = static_cast<int>(experts);
+    check_arg(rows.m_max > 0 && n_rows == experts * rows.m_max, "m_max",
+              "rows / experts (" + std::to_string(n_rows) + " / " + std::to_string(experts) + ")",
+              rows.m_max);
     p.m_max = rows.m_max;
-  } else {
-    check_tensor(rows.m_indices, "m_indices", DType::kI32, {n_rows}, DeviceType::kCuda);
-    p.m_indices = rows.m_indices.data_as<const int>();
   }
+  p.masked_m = rows.masked_m.data_as<const int>();
+  p.experts = static_cast<int>(experts);
   check_arg(reinterpret_cast<std::uintptr_t>(gate_up.data()) % 16 == 0 &&
                 reinterpret_cast<std::uintptr_t>(out.data()) % 16 == 0,
             "gate_up/activation out", "16-byte aligned device pointers", "a misaligned pointer");
   check_arg(rows.max_rows_with_tokens >= 0, "max_rows_with_tokens", ">= 0 (0: unknown)",
             rows.max_rows_with_tokens);
+  check_arg(n_rows < (std::int64_t{1} << 31), "gate_up rows", "< 2^31", n_rows);
   if (n_rows == 0) return;
   p.gate_up = static_cast<const std::uint16_t*>(gate_up.data());
   p.out = out.data();

@@ -11,15 +11,15 @@
 
 namespace moerun::cuda {
 
-// Which rows of a permuted buffer hold tokens (the device counterpart of cpu/row_segments.h):
-// masked, rows [e * m_max, e * m_max + masked_m[e]); contiguous, rows with m_indices >= 0.
+// Which rows of a permuted buffer hold tokens (the device counterpart of cpu/row_segments.h), as
+// permute lays them out: expert e's masked_m[e] rows start at e * m_max (masked) or, contiguous,
+// at the sum of the earlier experts' counts each rounded up to kPermuteAlignment rows.
 struct RowSet {
   Layout layout = Layout::kMasked;
-  TensorView masked_m;  // masked: [E_l] i32 (device)
-  std::int64_t m_max = 0;
-  TensorView m_indices;  // contiguous: [rows] i32 (device)
-  // At most this many rows hold tokens (T * k, say); 0 = unknown. Sizes the launch and picks the
-  // evaluation path; never affects the result.
+  TensorView masked_m;     // [E_l] i32 (device): rows per expert, both layouts
+  std::int64_t m_max = 0;  // masked only
+  // At most this many rows hold tokens (T * k, say); 0 = unknown. Sizes the launch; never affects
+  // the result.
   std::int64_t max_rows_with_tokens = 0;
 };
 

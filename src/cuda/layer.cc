@@ -257,8 +257,8 @@ void LayerBackend::forward_routed(const TensorView& hidden, const TensorView& to
   const TensorView activation_scale =
       fp8 ? rows_view(arena.act_scale, DType::kF32, inter / kQuantGroup) : TensorView();
   mark(static_cast<int>(Stage::kActivation), stream);
-  silu_and_mul(gate_up, {layout, permuted.masked_m, m_max, permuted.m_indices, tokens * k},
-               activation, activation_scale, stream);
+  silu_and_mul(gate_up, {layout, permuted.masked_m, m_max, tokens * k}, activation,
+               activation_scale, stream);
 
   const TensorView down = rows_view(arena.region_b, DType::kBF16, h);
   const GemmOperand w2{weights_.w2, weights_.w2_scale};

@@ -193,8 +193,10 @@ __device__ void route_grouped(const RoutingParams& p, const float* row, int lane
     if (g < p.num_groups) {
       const float* members = choice + g * group_size;
       float b0 = -INFINITY, b1 = -INFINITY;
+      int at = lane % group_size;
       for (int j = 0; j < group_size; ++j) {
-        const float v = members[(j + lane) % group_size];
+        const float v = members[at];
+        at = at + 1 == group_size ? 0 : at + 1;
         if (v > b0) {
           b1 = b0;
           b0 = v;

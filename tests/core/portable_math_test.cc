@@ -39,6 +39,18 @@ TEST(PortableMath, ExpWithinOneUlpOverTheFloatRange) {
   EXPECT_GT(worst, 0.5) << "the sweep found no rounding error at all: is it sweeping?";
 }
 
+TEST(PortableMath, ExponentAddEqualsTheTwoStepScaling) {
+  // Where the result is normal, portable_expf adds n to p's exponent; the edge path multiplies by
+  // two powers of two. Both must give the same bits (the edge path also serves |x| <= 86 here).
+  for (std::uint64_t u = 5; u < (1ull << 32); u += 4099) {
+    const float x = std::bit_cast<float>(static_cast<std::uint32_t>(u));
+    if (!(x >= -86.0f && x <= 86.0f)) continue;
+    ASSERT_EQ(std::bit_cast<std::uint32_t>(portable_expf(x)),
+              std::bit_cast<std::uint32_t>(portable_expf_edge(x)))
+        << "x = " << x;
+  }
+}
+
 TEST(PortableMath, ExpSpecialValues) {
   constexpr float kInf = std::numeric_limits<float>::infinity();
   EXPECT_EQ(portable_expf(0.0f), 1.0f);

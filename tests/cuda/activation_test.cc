@@ -22,17 +22,19 @@ void check_activation(Layout layout, DType dtype, std::int64_t inter) {
   const bool fp8 = dtype == DType::kFP8E4M3;
   const std::int64_t rows = masked ? kExperts * kMMax : 1024;
 
-  // Row sets: masked counts include 0, M_max and an odd count; contiguous runs with -1 padding.
+  // Row sets, as permute lays them out: counts include 0, 1, M_max and odd ones; contiguous
+  // segments are rounded up to 128 rows (padding -1), and the buffer's last rows hold no expert.
   HostTensor masked_m(DType::kI32, {kExperts});
   const int counts[kExperts] = {0, 1, 129, static_cast<int>(kMMax), 77};
   for (int e = 0; e < kExperts; ++e) masked_m.data<int>()[e] = counts[e];
   HostTensor m_indices(DType::kI32, {rows});
-  for (std::int64_t r = 0; r < rows; ++r) {
-    // Segments of 128 rows: expert (r / 128) % 4 on their first 100 rows, padding after; the
-    // last 256 rows all padding.
-    m_indices.data<int>()[r] =
-        (r % 128 < 100 && r < rows - 256) ? static_cast<int>((r / 128) % 4) : -1;
+  for (std::int64_t r = 0; r < rows; ++r) m_indices.data<int>()[r] = -1;
+  std::int64_t segment = 0;
+  for (int e = 0; e < kExperts; ++e) {
+    for (int i = 0; i < counts[e]; ++i) m_indices.data<int>()[segment + i] = e;
+    segment += (counts[e] + 127) / 128 * 128;
   }
+  ASSERT_LT(segment, rows);
 
   // gate_up: normal values x 4 (exp over a wide range), plus extremes that reach expf's
   // overflow/underflow paths and zeros.
@@ -55,11 +57,10 @@ void check_activation(Layout layout, DType dtype, std::int64_t inter) {
 
   const DeviceTensor d_gate_up = DeviceTensor::from_host(gate_up.view());
   const DeviceTensor d_masked_m = DeviceTensor::from_host(masked_m.view());
-  const DeviceTensor d_m_indices = DeviceTensor::from_host(m_indices.view());
   DeviceTensor out(dtype, {rows, inter});
   DeviceTensor out_scale;
   if (fp8) out_scale = DeviceTensor(DType::kF32, {rows, inter / 128});
-  cuda::RowSet row_set{layout, d_masked_m.view(), masked ? kMMax : 0, d_m_indices.view()};
+  cuda::RowSet row_set{layout, d_masked_m.view(), masked ? kMMax : 0};
   cuda::silu_and_mul(d_gate_up.view(), row_set, out.view(), out_scale.view(), nullptr);
   const HostTensor got = out.to_host();
   const HostTensor got_scale = fp8 ? out_scale.to_host() : HostTensor();
@@ -89,11 +90,11 @@ TEST(CudaSiluAndMul, MatchesOracleBitwise) {
     check_activation(layout, DType::kFP8E4M3, 2048);
     check_activation(layout, DType::kBF16, 200);
     check_activation(layout, DType::kBF16, 1536);
-    // Enough rows x I for the shared-table path (2^21 elements), with a partial last pass over a
-    // row's pieces: FP8 104 pieces of 16 columns, BF16 257 pieces of 8.
+    // A partial last 256-column chunk per row: FP8 half a chunk (one idle 16-lane group), BF16
+    // one active lane; and a long row.
     check_activation(layout, DType::kFP8E4M3, 1664);
     check_activation(layout, DType::kBF16, 2056);
-    check_activation(layout, DType::kBF16, 1792);  // 16-column pieces (masked: table path)
+    check_activation(layout, DType::kBF16, 14336);
   }
 }
 

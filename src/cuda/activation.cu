@@ -9,7 +9,11 @@
 // chunks of 256 columns of one row (a warp: 8 columns, 16 + 16 bytes per lane); each warp walks
 // its own run of consecutive chunks over the rows that hold tokens only (expert by expert, from
 // masked_m), and keeps the next kStages - 1 chunks in flight with cp.async into a per-warp
-// shared-memory ring while it computes the current one, so loads never wait for compute.
+// shared-memory ring while it computes the current one, so loads never wait for compute. With
+// the loads out of the way the kernel is bound by its arithmetic (~30 operations per element for
+// silu_f32), so with enough work each block first fills a 31 KiB table of silu_f32 over the bf16
+// gates that need exp (cuda/silu_bf16.h; each entry the same evaluation, so the result is bit for
+// bit unchanged) and then reads one entry per element.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -20,6 +24,7 @@
 #include "cuda/cuda_check.h"
 #include "cuda/device_utils.cuh"
 #include "cuda/permute.h"
+#include "cuda/silu_bf16.h"
 #include "moerun/errors.h"
 
 namespace moerun::cuda {
@@ -45,6 +50,15 @@ constexpr int kWarps = kThreads / 32;
 // one computes.
 constexpr int kStages = 4;
 constexpr int kStageBytes = 32 * 32;
+constexpr int kRingBytes = kWarps * kStages * kStageBytes;
+// Elements (rows that can hold tokens x I) from which the table pays for its fill: ~8K silu_f32
+// evaluations per block, one wave of blocks.
+constexpr long long kTableMinElements = 1ll << 21;
+
+template <bool kTable>
+constexpr int dynamic_smem_bytes() {
+  return kRingBytes + (kTable ? kSiluTableEntries * static_cast<int>(sizeof(float)) : 0);
+}
 
 // A warp's position in its run: compacted row v (the rows holding tokens, expert by expert), its
 // expert e, and the chunk. Warp-uniform.
@@ -92,28 +106,58 @@ __device__ __forceinline__ void wait_copies() {
   asm volatile("cp.async.wait_group %0;" ::"n"(kPending) : "memory");
 }
 
-// One lane's 8 columns: y = silu(gate) * up in the oracle's fp32 operations.
-__device__ __forceinline__ void silu_mul8(const uint4& gate, const uint4& up, float (&y)[8]) {
-  float g[8], u[8];
-  unpack_bf16x8(gate, g);
-  unpack_bf16x8(up, u);
-#pragma unroll
-  for (int i = 0; i < 8; ++i) y[i] = __fmul_rn(detail::silu_f32(g[i]), u[i]);
+// silu_f32 of a bf16 gate (raw bits) through the table (silu_bf16.h).
+__device__ __forceinline__ float silu_from_table(const float* table, std::uint32_t bits) {
+  const float g = __uint_as_float(bits << 16);
+  const int slot = silu_table_slot(static_cast<std::uint16_t>(bits));
+  if (slot >= 0) return table[slot];
+  if (slot == kSiluHalve) return __fmul_rn(g, 0.5f);
+  if (slot == kSiluIdentity) return g;
+  return detail::silu_f32(g);
 }
 
-// Launch: kThreads threads, static shared memory: the per-warp rings and the row prefixes (E_l + 1
-// longs each). FP8: a 128-column group is 16 consecutive lanes of one chunk (I % 128 == 0 and
-// chunks start at multiples of 256 columns), so a group's lanes are all active or all idle; idle
-// lanes hold zeros and still join the shuffles.
-template <bool kFp8>
+// One lane's 8 columns: y = silu(gate) * up in the oracle's fp32 operations.
+template <bool kTable>
+__device__ __forceinline__ void silu_mul8(const float* table, const uint4& gate, const uint4& up,
+                                          float (&y)[8]) {
+  float u[8];
+  unpack_bf16x8(up, u);
+  const std::uint32_t words[4] = {gate.x, gate.y, gate.z, gate.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    float s_lo, s_hi;
+    if constexpr (kTable) {
+      s_lo = silu_from_table(table, words[i] & 0xffffu);
+      s_hi = silu_from_table(table, words[i] >> 16);
+    } else {
+      s_lo = detail::silu_f32(__uint_as_float(words[i] << 16));
+      s_hi = detail::silu_f32(__uint_as_float(words[i] & 0xffff0000u));
+    }
+    y[2 * i] = __fmul_rn(s_lo, u[2 * i]);
+    y[2 * i + 1] = __fmul_rn(s_hi, u[2 * i + 1]);
+  }
+}
+
+// Launch: kThreads threads; dynamic shared memory dynamic_smem_bytes<kTable>(): the per-warp rings
+// and the table; static: the row prefixes (E_l + 1 ints each). FP8: a 128-column group is 16
+// consecutive lanes of one chunk (I % 128 == 0 and chunks start at multiples of 256 columns), so a
+// group's lanes are all active or all idle; idle lanes hold zeros and still join the shuffles.
+template <bool kFp8, bool kTable>
 __global__ void __launch_bounds__(kThreads) silu_and_mul_kernel(ActParams p) {
-  __shared__ __align__(16) std::uint8_t ring[kWarps][kStages][kStageBytes];
+  extern __shared__ __align__(16) std::uint8_t dynamic_smem[];
+  auto* ring = reinterpret_cast<std::uint8_t(*)[kStages][kStageBytes]>(dynamic_smem);
+  auto* table = reinterpret_cast<float*>(dynamic_smem + kRingBytes);
   // first_row[e]: compacted rows before expert e; row_base[e]: its first buffer row (rows < 2^31,
   // checked on the host).
   __shared__ int first_row[kPermuteMaxLocalExperts + 1];
   __shared__ int row_base[kPermuteMaxLocalExperts];
   const bool masked = p.m_max > 0;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  if constexpr (kTable) {
+    for (int i = threadIdx.x; i < kSiluTableEntries; i += kThreads) {
+      table[i] = detail::silu_f32(bf16_bits_to_float(silu_table_gate_bits(i)));
+    }
+  }
   if (warp == 0) {
     // Lane l scans experts [l * per_lane, (l + 1) * per_lane); a warp scan joins the lanes.
     const int per_lane = (p.experts + 31) / 32;
@@ -197,7 +241,7 @@ __global__ void __launch_bounds__(kThreads) silu_and_mul_kernel(ActParams p) {
     advance(compute, p, first_row);
     if (row >= p.rows) continue;  // counts beyond the buffer: nothing read, nothing written
     float y[8];
-    silu_mul8(gate, up, y);
+    silu_mul8<kTable>(table, gate, up, y);
     const bool active = vec < p.vectors;
     if constexpr (kFp8) {
       float scale;
@@ -217,28 +261,42 @@ __global__ void __launch_bounds__(kThreads) silu_and_mul_kernel(ActParams p) {
   }
 }
 
-// Blocks that fit on one SM at once, per device (not a stream operation; cached after the first
-// call, so later calls may be captured in a CUDA graph).
-template <bool kFp8>
+// Blocks that fit on one SM at once, per device, after raising the kernel's shared-memory limit
+// (neither is a stream operation; cached after the first call, so later calls may be captured in
+// a CUDA graph).
+template <bool kFp8, bool kTable>
 int resident_blocks() {
   static const int count = [] {
     int device = 0, sms = 0, per_sm = 0;
     MOERUN_CUDA_CHECK(cudaGetDevice(&device));
     MOERUN_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    MOERUN_CUDA_CHECK(cudaFuncSetAttribute(silu_and_mul_kernel<kFp8, kTable>,
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           dynamic_smem_bytes<kTable>()));
     MOERUN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-        &per_sm, silu_and_mul_kernel<kFp8>, kThreads, 0));
+        &per_sm, silu_and_mul_kernel<kFp8, kTable>, kThreads, dynamic_smem_bytes<kTable>()));
     return sms * std::max(per_sm, 1);
   }();
   return count;
 }
 
-template <bool kFp8>
+template <bool kFp8, bool kTable>
 void launch(const ActParams& p, long long rows_upper, cudaStream_t stream) {
   // Enough warps for ~8 chunks each at the upper bound of rows with tokens, at most one wave.
   const long long blocks = std::clamp<long long>(
-      ceil_div<long long>(rows_upper * p.chunks, kWarps * 8LL), 1, resident_blocks<kFp8>());
-  silu_and_mul_kernel<kFp8><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(p);
+      ceil_div<long long>(rows_upper * p.chunks, kWarps * 8LL), 1, resident_blocks<kFp8, kTable>());
+  silu_and_mul_kernel<kFp8, kTable>
+      <<<static_cast<unsigned>(blocks), kThreads, dynamic_smem_bytes<kTable>(), stream>>>(p);
   MOERUN_CUDA_CHECK_LAUNCH();
+}
+
+template <bool kFp8>
+void launch_path(const ActParams& p, long long rows_upper, cudaStream_t stream) {
+  if (rows_upper * p.inter >= kTableMinElements) {
+    launch<kFp8, true>(p, rows_upper, stream);
+  } else {
+    launch<kFp8, false>(p, rows_upper, stream);
+  }
 }
 
 }  // namespace
@@ -297,9 +355,9 @@ void silu_and_mul(const TensorView& gate_up, const RowSet& rows, const TensorVie
   p.vectors = static_cast<int>(inter / 8);
   p.chunks = static_cast<int>(ceil_div<std::int64_t>(p.vectors, 32));
   if (fp8) {
-    launch<true>(p, rows_upper, stream);
+    launch_path<true>(p, rows_upper, stream);
   } else {
-    launch<false>(p, rows_upper, stream);
+    launch_path<false>(p, rows_upper, stream);
   }
 }
 

@@ -274,11 +274,18 @@ TEST(CudaGroupedGemm, TileShapesAndLayoutsAgreeBitwise) {
     std::vector<GemmResult> masked, contiguous;
     std::vector<std::string> names;
     for (sm90_variant_t v : variants_of(c.dtype)) {
-      const ForcedVariant forced(v);
-      names.push_back(variant_name(v));
-      masked.push_back(check_gemm(c, Layout::kMasked, ids.size(0), ids, "bitwise", false, 0, seed));
-      contiguous.push_back(
-          check_gemm(c, Layout::kContiguous, ids.size(0), ids, "bitwise", false, 0, seed));
+      // Contiguous tile orders too: the heuristic's bands, and bands of 4 row blocks (the last one
+      // partly past the used row blocks).
+      for (int raster : {0, 4}) {
+        const ForcedVariant forced(v);
+        cuda::force_gemm_raster_rows_for_testing(raster);
+        names.push_back(variant_name(v) + (raster > 0 ? " bands of 4" : ""));
+        masked.push_back(
+            check_gemm(c, Layout::kMasked, ids.size(0), ids, "bitwise", false, 0, seed));
+        contiguous.push_back(
+            check_gemm(c, Layout::kContiguous, ids.size(0), ids, "bitwise", false, 0, seed));
+        cuda::force_gemm_raster_rows_for_testing(0);
+      }
     }
     const GemmResult& ref = masked[0];
     for (std::size_t i = 0; i < names.size(); ++i) {
@@ -424,95 +431,107 @@ TEST(CudaGroupedGemmBench, Issue4Shapes) {
       const cuda::GemmChoice choice = cuda::choose_gemm_variant(
           {fp8, s.masked ? s.groups : 1, s.masked ? std::int64_t{s.m} : rows, s.n, s.k, 132});
       for (sm90_variant_t variant : variants_of(dtype)) {
-        const ForcedVariant forced(variant);
-        for (int i = 0; i < 3; ++i) run();
-        MOERUN_CUDA_CHECK(cudaDeviceSynchronize());
-        cudaEvent_t start, stop;
-        MOERUN_CUDA_CHECK(cudaEventCreate(&start));
-        MOERUN_CUDA_CHECK(cudaEventCreate(&stop));
-        std::vector<float> ms;
-        for (int i = 0; i < 20; ++i) {
-          MOERUN_CUDA_CHECK(cudaEventRecord(start));
-          run();
-          MOERUN_CUDA_CHECK(cudaEventRecord(stop));
-          MOERUN_CUDA_CHECK(cudaEventSynchronize(stop));
-          float t = 0;
-          MOERUN_CUDA_CHECK(cudaEventElapsedTime(&t, start, stop));
-          ms.push_back(t);
-        }
-        MOERUN_CUDA_CHECK(cudaEventDestroy(start));
-        MOERUN_CUDA_CHECK(cudaEventDestroy(stop));
-        std::sort(ms.begin(), ms.end());
-        const double sec = ms[ms.size() / 2] * 1e-3;
-        const double m_total = double(s.groups) * s.m;
-        const double flops = 2.0 * m_total * s.n * s.k;
-        const double elem = fp8 ? 1.0 : 2.0;
-        const double bytes =
-            (m_total * s.k + double(s.groups) * s.n * s.k) * elem + m_total * s.n * 2;
-        std::printf("GEMMBENCH | %s | %s | %d x %d | %d | %d | %.1f | %.0f | %.0f | %s%s\n",
-                    fp8 ? "fp8" : "bf16", s.masked ? "masked" : "contiguous", s.groups, s.m, s.n,
-                    s.k, sec * 1e6, flops / sec * 1e-12, bytes / sec * 1e-9,
-                    variant_name(variant).c_str(), variant == choice.variant ? " (heuristic)" : "");
-        // Spot check of a few rows and columns in fp64 (the tests cover every element on small
-        // shapes; this covers large K, N and row indices).
-        const HostTensor first = out.to_host();
-        {
-          const std::size_t es = fp8 ? 1 : 2;
-          auto value = [&](const std::vector<std::uint8_t>& data, std::int64_t i) -> double {
-            if (fp8) return fp8e4m3_to_float(fp8e4m3{data[static_cast<std::size_t>(i)]});
-            bf16 v;
-            std::memcpy(&v, &data[static_cast<std::size_t>(i) * 2], 2);
-            return bf16_to_float(v);
-          };
-          double diff = 0, norm = 0;
-          for (int e : {0, s.groups - 1}) {
-            for (int i : {0, s.m - 1}) {
-              const std::int64_t row = (s.masked ? e * m_max : std::int64_t{e} * s.m) + i;
-              std::vector<std::uint8_t> a_row(static_cast<std::size_t>(s.k) * es);
-              MOERUN_CUDA_CHECK(cudaMemcpy(a_row.data(),
-                                           static_cast<std::uint8_t*>(a.view().data()) +
-                                               row * s.k * static_cast<std::int64_t>(es),
-                                           a_row.size(), cudaMemcpyDeviceToHost));
-              std::vector<float> sa(static_cast<std::size_t>(kb)), sb(static_cast<std::size_t>(kb));
-              if (fp8) {
-                MOERUN_CUDA_CHECK(cudaMemcpy(sa.data(), a_scale.view().data_as<float>() + row * kb,
-                                             kb * sizeof(float), cudaMemcpyDeviceToHost));
-              }
-              for (int col : {0, 129, s.n - 1}) {
-                std::vector<std::uint8_t> b_row(static_cast<std::size_t>(s.k) * es);
-                MOERUN_CUDA_CHECK(cudaMemcpy(
-                    b_row.data(),
-                    static_cast<std::uint8_t*>(b.view().data()) +
-                        (std::int64_t{e} * s.n + col) * s.k * static_cast<std::int64_t>(es),
-                    b_row.size(), cudaMemcpyDeviceToHost));
+        // The heuristic's variant also in the previous contiguous tile order (row block by row
+        // block: bands of 1) for comparison.
+        std::vector<int> rasters = {0};
+        if (variant == choice.variant && !s.masked) rasters.push_back(1);
+        for (const int raster : rasters) {
+          cuda::force_gemm_raster_rows_for_testing(raster);
+          const ForcedVariant forced(variant);
+          for (int i = 0; i < 3; ++i) run();
+          MOERUN_CUDA_CHECK(cudaDeviceSynchronize());
+          cudaEvent_t start, stop;
+          MOERUN_CUDA_CHECK(cudaEventCreate(&start));
+          MOERUN_CUDA_CHECK(cudaEventCreate(&stop));
+          std::vector<float> ms;
+          for (int i = 0; i < 20; ++i) {
+            MOERUN_CUDA_CHECK(cudaEventRecord(start));
+            run();
+            MOERUN_CUDA_CHECK(cudaEventRecord(stop));
+            MOERUN_CUDA_CHECK(cudaEventSynchronize(stop));
+            float t = 0;
+            MOERUN_CUDA_CHECK(cudaEventElapsedTime(&t, start, stop));
+            ms.push_back(t);
+          }
+          MOERUN_CUDA_CHECK(cudaEventDestroy(start));
+          MOERUN_CUDA_CHECK(cudaEventDestroy(stop));
+          std::sort(ms.begin(), ms.end());
+          const double sec = ms[ms.size() / 2] * 1e-3;
+          const double m_total = double(s.groups) * s.m;
+          const double flops = 2.0 * m_total * s.n * s.k;
+          const double elem = fp8 ? 1.0 : 2.0;
+          const double bytes =
+              (m_total * s.k + double(s.groups) * s.n * s.k) * elem + m_total * s.n * 2;
+          std::printf("GEMMBENCH | %s | %s | %d x %d | %d | %d | %.1f | %.0f | %.0f | %s%s%s\n",
+                      fp8 ? "fp8" : "bf16", s.masked ? "masked" : "contiguous", s.groups, s.m, s.n,
+                      s.k, sec * 1e6, flops / sec * 1e-12, bytes / sec * 1e-9,
+                      variant_name(variant).c_str(),
+                      variant == choice.variant ? " (heuristic)" : "",
+                      raster == 1 ? " (row-block order)" : "");
+          // Spot check of a few rows and columns in fp64 (the tests cover every element on small
+          // shapes; this covers large K, N and row indices).
+          const HostTensor first = out.to_host();
+          {
+            const std::size_t es = fp8 ? 1 : 2;
+            auto value = [&](const std::vector<std::uint8_t>& data, std::int64_t i) -> double {
+              if (fp8) return fp8e4m3_to_float(fp8e4m3{data[static_cast<std::size_t>(i)]});
+              bf16 v;
+              std::memcpy(&v, &data[static_cast<std::size_t>(i) * 2], 2);
+              return bf16_to_float(v);
+            };
+            double diff = 0, norm = 0;
+            for (int e : {0, s.groups - 1}) {
+              for (int i : {0, s.m - 1}) {
+                const std::int64_t row = (s.masked ? e * m_max : std::int64_t{e} * s.m) + i;
+                std::vector<std::uint8_t> a_row(static_cast<std::size_t>(s.k) * es);
+                MOERUN_CUDA_CHECK(cudaMemcpy(a_row.data(),
+                                             static_cast<std::uint8_t*>(a.view().data()) +
+                                                 row * s.k * static_cast<std::int64_t>(es),
+                                             a_row.size(), cudaMemcpyDeviceToHost));
+                std::vector<float> sa(static_cast<std::size_t>(kb)),
+                    sb(static_cast<std::size_t>(kb));
                 if (fp8) {
+                  MOERUN_CUDA_CHECK(cudaMemcpy(sa.data(),
+                                               a_scale.view().data_as<float>() + row * kb,
+                                               kb * sizeof(float), cudaMemcpyDeviceToHost));
+                }
+                for (int col : {0, 129, s.n - 1}) {
+                  std::vector<std::uint8_t> b_row(static_cast<std::size_t>(s.k) * es);
                   MOERUN_CUDA_CHECK(cudaMemcpy(
-                      sb.data(), b_scale.view().data_as<float>() + (e * nb + col / 128) * kb,
-                      kb * sizeof(float), cudaMemcpyDeviceToHost));
+                      b_row.data(),
+                      static_cast<std::uint8_t*>(b.view().data()) +
+                          (std::int64_t{e} * s.n + col) * s.k * static_cast<std::int64_t>(es),
+                      b_row.size(), cudaMemcpyDeviceToHost));
+                  if (fp8) {
+                    MOERUN_CUDA_CHECK(cudaMemcpy(
+                        sb.data(), b_scale.view().data_as<float>() + (e * nb + col / 128) * kb,
+                        kb * sizeof(float), cudaMemcpyDeviceToHost));
+                  }
+                  double ref = 0;
+                  for (std::int64_t blk = 0; blk < (s.k + 127) / 128; ++blk) {
+                    double part = 0;
+                    for (std::int64_t j = blk * 128;
+                         j < std::min<std::int64_t>(s.k, blk * 128 + 128); ++j)
+                      part += value(a_row, j) * value(b_row, j);
+                    ref += fp8 ? part * sa[static_cast<std::size_t>(blk)] *
+                                     sb[static_cast<std::size_t>(blk)]
+                               : part;
+                  }
+                  const double gpu = bf16_to_float(first.data<bf16>()[row * s.n + col]);
+                  diff += (gpu - ref) * (gpu - ref);
+                  norm += ref * ref;
                 }
-                double ref = 0;
-                for (std::int64_t blk = 0; blk < (s.k + 127) / 128; ++blk) {
-                  double part = 0;
-                  for (std::int64_t j = blk * 128; j < std::min<std::int64_t>(s.k, blk * 128 + 128);
-                       ++j)
-                    part += value(a_row, j) * value(b_row, j);
-                  ref += fp8 ? part * sa[static_cast<std::size_t>(blk)] *
-                                   sb[static_cast<std::size_t>(blk)]
-                             : part;
-                }
-                const double gpu = bf16_to_float(first.data<bf16>()[row * s.n + col]);
-                diff += (gpu - ref) * (gpu - ref);
-                norm += ref * ref;
               }
             }
+            EXPECT_LE(std::sqrt(diff / std::max(norm, 1e-30)), 1e-2) << "sampled elements";
           }
-          EXPECT_LE(std::sqrt(diff / std::max(norm, 1e-30)), 1e-2) << "sampled elements";
+          // The timed runs and a clean rerun give the same bits.
+          out.poison();
+          run();
+          const HostTensor second = out.to_host();
+          EXPECT_EQ(std::memcmp(first.view().data(), second.view().data(), first.nbytes()), 0);
         }
-        // The timed runs and a clean rerun give the same bits.
-        out.poison();
-        run();
-        const HostTensor second = out.to_host();
-        EXPECT_EQ(std::memcmp(first.view().data(), second.view().data(), first.nbytes()), 0);
+        cuda::force_gemm_raster_rows_for_testing(0);
       }
     }
   }

@@ -172,6 +172,7 @@ void run(Operands& o, std::int64_t a_rows, std::int64_t a_groups, const GemmProb
   p.n_blocks = static_cast<int>(ceil_div<std::int64_t>(o.n, shape.block_n));
   p.k_blocks = static_cast<int>(ceil_div<std::int64_t>(o.k, shape.block_k));
   if (p.masked_m == nullptr) p.m_row_blocks = static_cast<int>(a_rows / shape.block_m);
+  p.raster_rows = choice.raster_rows;
   // With a cluster, each CTA loads (and multicasts) its share of the A tile's rows.
   const CUtensorMap tma_a = make_tensor_map(o.a, o.fp8, o.k, a_rows, a_groups, shape.block_k,
                                             shape.block_m / shape.cluster_n);

@@ -23,6 +23,9 @@ struct GemmProblem {
 struct GemmChoice {
   sm90::GemmVariant variant;
   const char* reason;  // the rule that decided, for logs and benchmarks
+  // Contiguous layout: the tile walk takes bands of this many row blocks, N block by N block
+  // inside a band (sm90_scheduler.cuh); 1 is row block by row block.
+  int raster_rows = 1;
 };
 
 GemmChoice choose_gemm_variant(const GemmProblem& problem);
@@ -33,5 +36,9 @@ std::string gemm_variant_name(sm90::GemmVariant variant);
 // Tests and benchmarks only: every later choice of this dtype returns `variant` (a value of
 // sm90::GemmVariant), until called with -1. Results must not change, only the speed.
 void force_gemm_variant_for_testing(int variant);
+
+// Tests and benchmarks only: every later contiguous choice walks bands of `rows` row blocks (> 0),
+// until called with 0. Results must not change, only the speed.
+void force_gemm_raster_rows_for_testing(int rows);
 
 }  // namespace moerun::cuda

@@ -262,11 +262,18 @@ TEST(CudaGroupedGemm, TileShapesAndLayoutsAgreeBitwise) {
     std::vector<GemmResult> masked, contiguous;
     std::vector<std::string> names;
     for (sm90_variant_t v : variants_of(c.dtype)) {
-      const ForcedVariant forced(v);
-      names.push_back(variant_name(v));
-      masked.push_back(check_gemm(c, Layout::kMasked, ids.size(0), ids, "bitwise", false, 0, seed));
-      contiguous.push_back(
-          check_gemm(c, Layout::kContiguous, ids.size(0), ids, "bitwise", false, 0, seed));
+      // Contiguous tile orders too: the heuristic's bands, and bands of 4 row blocks (the last one
+      // partly past the used row blocks).
+      for (int raster : {0, 4}) {
+        const ForcedVariant forced(v);
+        cuda::force_gemm_raster_rows_for_testing(raster);
+        names.push_back(variant_name(v) + (raster > 0 ? " bands of 4" : ""));
+        masked.push_back(
+            check_gemm(c, Layout::kMasked, ids.size(0), ids, "bitwise", false, 0, seed));
+        contiguous.push_back(
+            check_gemm(c, Layout::kContiguous, ids.size(0), ids, "bitwise", false, 0, seed));
+        cuda::force_gemm_raster_rows_for_testing(0);
+      }
     }
     const GemmResult& ref = masked[0];
     for (std::size_t i = 0; i < names.size(); ++i) {

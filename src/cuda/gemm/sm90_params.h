@@ -22,6 +22,9 @@ struct GroupedGemmParams {
   int experts = 0;
   int n_blocks = 0;  // ceil(N / BLOCK_N)
   int k_blocks = 0;  // ceil(K / BLOCK_K)
+  // Contiguous: tiles walk bands of this many row blocks (>= 1), N block by N block inside a band,
+  // so that the CTAs running at once share fewer, hotter A and B tiles in L2.
+  int raster_rows = 1;
 };
 
 }  // namespace moerun::cuda::sm90

@@ -5,11 +5,15 @@
 // same order. A cluster's last N group may reach past N: that CTA's tile has n_valid false (its
 // loads are zero-filled, nothing is stored), so both CTAs still take part in every stage.
 //
-// Tile order: group by group, then row block by row block, then N block (the N blocks of one row
-// block run side by side on neighbouring CTAs, so its A rows are read from DRAM once).
-//  - masked: group e has ceil(masked_m[e] / BLOCK_M) row blocks; experts with no rows have no
-//    tiles at all (nothing loaded, nothing computed);
-//  - contiguous: row block i of M_sum is a tile row when m_indices[i * BLOCK_M] is a local expert;
+// Tile order:
+//  - masked: group by group, then row block by row block, then N block (the N blocks of one row
+//    block run side by side on neighbouring CTAs, so its A rows are read from DRAM once); group e
+//    has ceil(masked_m[e] / BLOCK_M) row blocks; experts with no rows have no tiles at all
+//    (nothing loaded, nothing computed);
+//  - contiguous: bands of p.raster_rows row blocks, N block by N block inside a band, row block by
+//    row block inside an N block (the CTAs running at once share a few A row blocks and a few B
+//    column blocks in L2; 1 is the masked order). Row block i of M_sum is a tile row when
+//    m_indices[i * BLOCK_M] is a local expert;
 //    a padding block (-1: segments are 128-aligned, so its first row decides) is skipped before
 //    any load. `used_row_blocks` (one past the last valid block, found once per CTA) ends the walk,
 //    so the padding past M_sum costs nothing.
@@ -62,12 +66,17 @@ class Scheduler {
         tile.n_valid = tile.n_block < p.n_blocks;
         return true;
       }
-      if (index >= used_row_blocks_ * n_groups) return false;
-      const int row0 = index / n_groups * BLOCK_M;
+      const int band_tiles = p.raster_rows * n_groups;
+      const int bands = (used_row_blocks_ + p.raster_rows - 1) / p.raster_rows;
+      if (index >= bands * band_tiles) return false;
+      const int within = index % band_tiles;
+      const int row_block = index / band_tiles * p.raster_rows + within % p.raster_rows;
+      if (row_block >= used_row_blocks_) continue;  // the last band's rows past the used blocks
+      const int row0 = row_block * BLOCK_M;
       const int expert = __ldg(p.m_indices + row0);
       if (expert < 0 || expert >= p.experts) continue;  // padding block: no loads, no math
       tile.expert = expert;
-      tile.n_block = index % n_groups * kClusterN + rank_;
+      tile.n_block = within / p.raster_rows * kClusterN + rank_;
       tile.a_row = row0;
       tile.a_group = 0;
       tile.row0 = row0;

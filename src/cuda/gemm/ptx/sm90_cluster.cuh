@@ -18,14 +18,19 @@ __device__ __forceinline__ void cluster_sync() {
 }
 
 // One arrival on the mbarrier at the same shared-memory offset in CTA `cta_rank` of the cluster
-// (this CTA included), with release ordering at cluster scope.
+// (this CTA included). It tells a producer that this warp's wgmmas have finished reading a stage
+// (wgmma_wait), which is all the ordering the ring needs, so it has the default semantics
+// (release at CTA scope).
+// NOTE: `.release.cluster` here compiled to MEMBAR.ALL.CTA + MEMBAR.ALL.GPU before every arrival
+// (sm_90a, nvcc 13.0): a full memory barrier per warp per K block, which halved the speed of the
+// cluster variants (every shape, even a lone cluster on an idle GPU).
 __device__ __forceinline__ void mbarrier_arrive_cluster(std::uint64_t* bar,
                                                         std::uint32_t cta_rank) {
   asm volatile(
       "{\n"
       ".reg .b32 remote;\n"
       "mapa.shared::cluster.u32 remote, %0, %1;\n"
-      "mbarrier.arrive.release.cluster.shared::cluster.b64 _, [remote];\n"
+      "mbarrier.arrive.shared::cluster.b64 _, [remote];\n"
       "}\n" ::"r"(smem_addr(bar)),
       "r"(cta_rank)
       : "memory");

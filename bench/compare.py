@@ -588,7 +588,8 @@ def main():
         ours = r["moerun"]["layer_ms"] if r["moerun"] else None
         ratio = f"{r['torch_ms'] / ours:.2f}x faster" if ours and r["torch_ms"] else (r["moerun_error"] or "")
         torch_ms = f"{r['torch_ms']:.3f}" if r["torch_ms"] else r["torch_error"]
-        print(f"| {r['model']} | {r['tokens']} | {torch_ms} | {ours if ours else '-'} | {ratio} |")
+        ours_ms = f"{ours:.3f}" if ours else "-"
+        print(f"| {r['model']} | {r['tokens']} | {torch_ms} | {ours_ms} | {ratio} |")
 
     with open(os.path.join(args.out, "compare.json"), "w") as f:
         json.dump(report, f, indent=1)

@@ -15,7 +15,9 @@ build_targets moerun_cli cuda_test portable_math_device_test
 "$build/tests/portable_math_device_test" >"$out/tests.log" 2>&1
 note "portable_math_device_test: rc $?"
 stage_tests='CudaRouting.*:CudaDispatch.*:CudaActivation.*:CudaSilu*:CudaLayer.*'
-timeout $(($(left) - 150)) "$build/tests/cuda_test" --gtest_filter="$stage_tests" \
+slot=$(($(left) - 150))
+[ "$slot" -lt 60 ] && slot=60  # the tests come first; the benches take what is left
+timeout "$slot" "$build/tests/cuda_test" --gtest_filter="$stage_tests" \
   >>"$out/tests.log" 2>&1
 note "cuda_test ($stage_tests): rc $? ($(($(date +%s) - start)) s)"
 grep -E "^\[  (PASSED|FAILED) |^\[  FAILED  \]" "$out/tests.log" | tee -a "$summary"

@@ -1,7 +1,8 @@
 // The CUDA activation's bf16 SiLU table (cuda/silu_bf16.h), checked on the CPU over every one of
 // the 65536 bf16 gates: each entry or shortcut must give the oracle's fp32 S(g) = silu_f32(g)
-// (core/portable_math.h) bit for bit. The GPU test compares the kernel with the oracle on random data; this
-// one covers the inputs random data rarely reaches (tiny, huge, subnormal, signed zeros).
+// (core/portable_math.h) bit for bit. The GPU test compares the kernel with the oracle on random
+// data; this one covers the inputs random data rarely reaches (tiny, huge, subnormal, signed
+// zeros).
 #include "cuda/silu_bf16.h"
 
 #include <gtest/gtest.h>

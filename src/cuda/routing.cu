@@ -270,16 +270,24 @@ __global__ void __launch_bounds__(kThreads) route_kernel(RoutingParams p) {
   }
 }
 
-// Blocks of route_kernel<kSlots> resident on the device at once (cached per slot count; not a
+// Shared memory of the grouped mode for the largest E of a slot count: per warp E floats of
+// biased scores and num_groups (<= E / 2) ints of kept flags fit in 8 bytes per expert.
+template <int kSlots>
+constexpr size_t grouped_smem_bytes() {
+  return static_cast<size_t>(kWarps) * kSlots * kWarpSize * 8;
+}
+
+// Blocks of route_kernel<kSlots> resident on the device at once, counted with the grouped mode's
+// shared memory so that the cached value holds for both modes (cached per slot count; not a
 // stream operation, so later calls can be captured).
 template <int kSlots>
-int resident_blocks(size_t smem) {
-  static const int count = [smem] {
+int resident_blocks() {
+  static const int count = [] {
     int device = 0, sms = 0, per_sm = 0;
     MOERUN_CUDA_CHECK(cudaGetDevice(&device));
     MOERUN_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-    MOERUN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, route_kernel<kSlots>,
-                                                                    kThreads, smem));
+    MOERUN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+        &per_sm, route_kernel<kSlots>, kThreads, grouped_smem_bytes<kSlots>()));
     return sms * std::max(per_sm, 1);
   }();
   return count;
@@ -287,10 +295,9 @@ int resident_blocks(size_t smem) {
 
 template <int kSlots>
 void launch(const RoutingParams& p, cudaStream_t stream) {
-  // Shared memory for the largest E of this slot count, so that the cached occupancy holds.
-  const size_t smem = p.grouped ? static_cast<size_t>(kWarps) * kSlots * kWarpSize * 8 : 0;
-  const std::int64_t blocks = std::min<std::int64_t>(ceil_div<std::int64_t>(p.tokens, kWarps),
-                                                     resident_blocks<kSlots>(smem));
+  const size_t smem = p.grouped ? grouped_smem_bytes<kSlots>() : 0;
+  const std::int64_t blocks =
+      std::min<std::int64_t>(ceil_div<std::int64_t>(p.tokens, kWarps), resident_blocks<kSlots>());
   route_kernel<kSlots><<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(p);
   MOERUN_CUDA_CHECK_LAUNCH();
 }

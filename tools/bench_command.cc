@@ -87,7 +87,7 @@ void add_bench_command(CLI::App& app, BenchArgs& args) {
 #ifndef MOERUN_HAS_CUDA
 
 int bench_command(const BenchArgs&) {
-  throw Error("bench: this build has no CUDA backend (configure with nvcc available)");
+  throw ResourceError("bench: this build has no CUDA backend (configure with nvcc available)");
 }
 
 #else
@@ -142,7 +142,7 @@ void print_line(const char* name, const Measure& m, const std::optional<Ceilings
 
 int bench_command(const BenchArgs& args) {
   const std::string reason = cuda::device_unavailable_reason();
-  if (!reason.empty()) throw Error("bench: no usable CUDA device: " + reason);
+  if (!reason.empty()) throw ResourceError("bench: no usable CUDA device: " + reason);
   const std::vector<std::string>& models = args.models.empty() ? kDefaultModels : args.models;
   const std::vector<std::int64_t>& tokens = args.tokens.empty() ? kDefaultTokens : args.tokens;
   const bool all = args.stage == "all";

@@ -215,7 +215,7 @@ std::vector<GemmBenchShape> bench_gemm_shapes(const BenchGemmArgs& args) {
 
 int bench_gemm_command(const BenchGemmArgs& args) {
   bench_gemm_shapes(args);  // argument errors first, as with CUDA
-  throw Error("bench-gemm: this build has no CUDA backend (configure with nvcc available)");
+  throw ResourceError("bench-gemm: this build has no CUDA backend (configure with nvcc available)");
 }
 
 #else
@@ -255,7 +255,7 @@ int bench_gemm_command(const BenchGemmArgs& args) {
   const bool fp8 = args.dtype == "fp8";
   const std::vector<int> variants = variants_to_time(args.variant, fp8);
   const std::string reason = cuda::device_unavailable_reason();
-  if (!reason.empty()) throw Error("bench-gemm: no usable CUDA device: " + reason);
+  if (!reason.empty()) throw ResourceError("bench-gemm: no usable CUDA device: " + reason);
 
   int device = 0;
   cudaDeviceProp prop{};

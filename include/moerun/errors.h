@@ -1,7 +1,11 @@
-// moerun's one exception type, and the argument checks that raise it.
+// moerun's exception types, and the argument checks that raise them.
 //
 // Every rejection names the field, what was expected and what was found, e.g.
 //   moerun: invalid hidden_size: expected a multiple of 128 for FP8 weights, got 1000
+// Two kinds of failure are told apart (the CLI's exit codes 2 and 3, docs/USAGE.md):
+//   InvalidArgument, and any other Error: the input is wrong (an argument, a file, a value);
+//   ResourceError: the machine could not do it (no usable device, a CUDA error, out of host or
+//     device memory, a full disk), whatever the input.
 #pragma once
 
 #include <stdexcept>
@@ -21,6 +25,13 @@ class InvalidArgument : public Error {
   InvalidArgument(std::string_view field, std::string_view expected, std::string_view actual)
       : Error("invalid " + std::string(field) + ": expected " + std::string(expected) + ", got " +
               std::string(actual)) {}
+};
+
+// The machine, not the input: a CUDA error, no usable device, out of memory, a full disk. The
+// message says what was being done (the allocation's size and purpose, the file, the call).
+class ResourceError : public Error {
+ public:
+  using Error::Error;
 };
 
 namespace detail {

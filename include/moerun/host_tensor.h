@@ -12,7 +12,8 @@ namespace moerun {
 class HostTensor {
  public:
   HostTensor() = default;
-  // Uninitialized storage: callers write every element they later read.
+  // Uninitialized storage: callers write every element they later read. Out of memory throws a
+  // ResourceError naming the bytes, dtype and shape.
   HostTensor(DType dtype, const Shape& shape);
   HostTensor(HostTensor&&) noexcept = default;
   HostTensor& operator=(HostTensor&&) noexcept = default;

@@ -4,15 +4,17 @@
 
 #include <cuda_runtime_api.h>
 
+#include <cstddef>
 #include <string>
 
 #include "moerun/errors.h"
 
 namespace moerun::cuda {
 
-class CudaError : public Error {
+// A failed CUDA runtime call or launch: the device, not the input (exit code 3 in the CLI).
+class CudaError : public ResourceError {
  public:
-  using Error::Error;
+  using ResourceError::ResourceError;
 };
 
 [[noreturn]] void throw_cuda_error(cudaError_t status, const char* expression, const char* file,
@@ -21,6 +23,11 @@ class CudaError : public Error {
 inline void check_status(cudaError_t status, const char* expression, const char* file, int line) {
   if (status != cudaSuccess) throw_cuda_error(status, expression, file, line);
 }
+
+// cudaMalloc of `bytes` (at least 1) for `what` ("the layer's workspace for max_tokens 4096"): a
+// failure throws a CudaError naming the size, the purpose and the device memory free, and clears
+// the runtime's last error so that no later launch check reports it again.
+void* device_allocate(std::size_t bytes, const std::string& what);
 
 // Ceil division for launch shapes.
 template <class T>

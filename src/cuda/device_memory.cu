@@ -1,6 +1,7 @@
 #include <cuda_runtime.h>
 
 #include <cmath>
+#include <string>
 #include <utility>
 
 #include "cuda/cuda_check.h"
@@ -63,7 +64,8 @@ void launch_fill(const TensorView& t, std::uint64_t seed, FillKind kind, float s
 
 DeviceBuffer::DeviceBuffer(DType dtype, const Shape& shape) {
   const TensorView sized(nullptr, dtype, shape);
-  MOERUN_CUDA_CHECK(cudaMalloc(&data_, sized.nbytes() > 0 ? sized.nbytes() : 1));
+  data_ = device_allocate(sized.nbytes(), std::string("a ") + std::string(dtype_name(dtype)) + " " +
+                                              shape.to_string() + " device tensor");
   view_ = TensorView(data_, dtype, shape, {DeviceType::kCuda, 0});
 }
 

@@ -20,6 +20,23 @@ void throw_cuda_error(cudaError_t status, const char* expression, const char* fi
                   std::to_string(line));
 }
 
+void* device_allocate(std::size_t bytes, const std::string& what) {
+  void* data = nullptr;
+  const cudaError_t status = cudaMalloc(&data, bytes > 0 ? bytes : 1);
+  if (status == cudaSuccess) return data;
+  cudaGetLastError();  // a failed allocation is not sticky; later checks must not see it
+  std::size_t free = 0, total = 0;
+  std::string memory;
+  if (cudaMemGetInfo(&free, &total) == cudaSuccess) {
+    memory = " (" + std::to_string(free) + " of " + std::to_string(total) + " bytes free)";
+  }
+  cudaGetLastError();
+  throw CudaError(std::string(status == cudaErrorMemoryAllocation ? "out of device memory"
+                                                                  : "cudaMalloc failed") +
+                  ": cannot allocate " + std::to_string(bytes) + " bytes for " + what + memory +
+                  ": " + cudaGetErrorName(status) + " (" + cudaGetErrorString(status) + ")");
+}
+
 std::string device_unavailable_reason() {
   int count = 0;
   const cudaError_t status = cudaGetDeviceCount(&count);

@@ -1,5 +1,6 @@
 #include "moerun/layer.h"
 
+#include "core/checks.h"
 #include "cpu/layer.h"
 #include "cpu/routing.h"
 #include "moerun/errors.h"
@@ -29,6 +30,14 @@ namespace {
 // On the CPU the masked layout costs E_l x M_max x H whatever the routing; it pays only when
 // experts are nearly full, i.e. for few tokens. Beyond a decode-sized batch, contiguous.
 constexpr std::int64_t kCpuMaskedMaxTokens = 64;
+
+// CPU backend: the hidden states' shape, dtype and (check_finite) values.
+void check_hidden(const MoeConfig& config, const LayerOptions& options, const TensorView& hidden) {
+  check_arg(hidden.ndim() == 2, "hidden_states rank", "2 ([T, H])", hidden.ndim());
+  check_tensor(hidden, "hidden_states", DType::kBF16, {hidden.size(0), config.hidden_size},
+               DeviceType::kCpu);
+  if (options.check_finite) detail::check_finite(hidden, "hidden_states");
+}
 }  // namespace
 
 struct Layer::Impl {
@@ -65,6 +74,7 @@ Layer::Layer(const MoeConfig& config, const MoeWeights& weights, const LayerOpti
   check_arg(backend == Backend::kCpu, "backend", "cpu (this build has no CUDA backend)",
             backend_name(backend));
   weights.validate(config, config.num_local_experts(), DeviceType::kCpu);
+  if (options.check_finite) detail::check_weight_values(weights);
 }
 
 Layer::~Layer() = default;
@@ -91,6 +101,12 @@ Layout Layer::layout_for(std::int64_t tokens) const {
 
 void Layer::set_stream(void* stream) { impl_->stream = stream; }
 
+void Layer::report_pending_errors() {
+#ifdef MOERUN_HAS_CUDA
+  if (impl_->cuda) impl_->cuda->report_pending_errors();
+#endif
+}
+
 std::size_t Layer::workspace_bytes() const {
 #ifdef MOERUN_HAS_CUDA
   if (impl_->cuda) return impl_->cuda->workspace_bytes();
@@ -106,9 +122,16 @@ void Layer::forward(const TensorView& hidden, const TensorView& router_logits,
     return;
   }
 #endif
+  // The hidden states first: a NaN there is the caller's, whatever the logits hold.
+  check_hidden(impl_->config, impl_->options, hidden);
+  if (impl_->options.check_finite) {
+    check_tensor(router_logits, "router_logits", DType::kF32,
+                 {hidden.size(0), impl_->config.num_experts}, DeviceType::kCpu);
+    detail::check_finite(router_logits, "router_logits");
+  }
   const cpu::TopK routing = cpu::route(impl_->config.routing, impl_->config.num_experts,
                                        router_logits, impl_->weights.correction_bias);
-  forward_routed(hidden, routing.ids.view(), routing.weights.view(), out);
+  run_cpu(hidden, routing.ids.view(), routing.weights.view(), out);
 }
 
 void Layer::forward_routed(const TensorView& hidden, const TensorView& topk_ids,
@@ -120,7 +143,12 @@ void Layer::forward_routed(const TensorView& hidden, const TensorView& topk_ids,
     return;
   }
 #endif
-  check_arg(hidden.ndim() == 2, "hidden_states rank", "2 ([T, H])", hidden.ndim());
+  check_hidden(impl_->config, impl_->options, hidden);
+  run_cpu(hidden, topk_ids, topk_weights, out);
+}
+
+void Layer::run_cpu(const TensorView& hidden, const TensorView& topk_ids,
+                    const TensorView& topk_weights, const TensorView& out) {
   const std::int64_t tokens = hidden.size(0);
   const std::int64_t limit = impl_->options.max_tokens;
   check_arg(limit == 0 || tokens <= limit, "hidden_states tokens",

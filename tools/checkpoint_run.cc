@@ -3,13 +3,16 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <vector>
 
 #include "cli_options.h"
+#include "core/checks.h"
 #include "core/metrics.h"
 #include "core/synthetic.h"
 #include "core/tolerances.h"
@@ -19,9 +22,11 @@
 #include "cpu/routing.h"
 #include "io/hf_loader.h"
 #include "io/hidden_states.h"
+#include "io/output_file.h"
 #include "io/safetensors.h"
 #include "moerun/errors.h"
 #include "moerun/layer.h"
+#include "remove_on_signal.h"
 #include "run_command.h"
 
 namespace moerun::tools {
@@ -101,6 +106,38 @@ void forward(std::vector<Layer>& ranks, bool one_rank, const TensorView& hidden,
   sum.store_bf16(out.view());
 }
 
+// The tensors of --output, in file order: hidden_states, then with --save-routing the routing.
+std::vector<io::TensorToWrite> output_tensors(const TensorView& out, const TensorView& ids,
+                                              const TensorView& weights, bool save_routing) {
+  std::vector<io::TensorToWrite> tensors{io::tensor_to_write("hidden_states", out)};
+  if (save_routing) {
+    tensors.push_back(io::tensor_to_write("topk_ids", ids));
+    tensors.push_back(io::tensor_to_write("topk_weights", weights));
+  }
+  return tensors;
+}
+
+// Rejects a non-finite value the layer computed from finite inputs (an overflow in its fp32 and
+// bf16 arithmetic), naming the input row it came from and that row's largest magnitude.
+void check_layer_values(const TensorView& result, const char* name, const TensorView& hidden,
+                        const std::string& hidden_source) {
+  const std::optional<std::int64_t> bad = detail::first_non_finite(result);
+  if (!bad) return;
+  const std::int64_t cols = result.size(1), row = *bad / cols;
+  float largest = 0.0f;
+  for (std::int64_t c = 0; c < hidden.size(1); ++c) {
+    largest = std::max(largest,
+                       std::fabs(bf16_to_float(hidden.data_as<bf16>()[row * hidden.size(1) + c])));
+  }
+  char magnitude[32];
+  std::snprintf(magnitude, sizeof(magnitude), "%.3g", static_cast<double>(largest));
+  throw InvalidArgument("hidden states row " + std::to_string(row) + " of " + hidden_source,
+                        "values the layer's fp32 and bf16 arithmetic can hold",
+                        std::string(name) + detail::index_text(result.shape(), *bad) + " = " +
+                            detail::value_text(result, *bad) + " (the row's largest magnitude is " +
+                            magnitude + "); nothing was written");
+}
+
 }  // namespace
 
 int run_checkpoint(const RunArgs& args) {
@@ -117,27 +154,60 @@ int run_checkpoint(const RunArgs& args) {
             "< --ep-size (" + std::to_string(args.ep_size) + ")", ck.ep_rank);
   check_arg(!(one_rank && ck.check), "--check",
             "without --ep-rank (the reference needs every expert)", "both");
+  const bool check_finite = !args.no_finite_checks;
+
+  // The inputs and the output come before the load, which may take minutes: a bad input, an
+  // output that is an input or cannot be written, or a disk too small for it fails at once.
+  const std::int64_t h = checkpoint.config().moe_config().hidden_size;
+  const HostTensor hidden = ck.input.empty() ? random_hidden_states(args.tokens, h, args.seed)
+                                             : io::read_hidden_states(ck.input, h, check_finite);
+  const std::string hidden_source =
+      ck.input.empty() ? "the random hidden states (--seed " + std::to_string(args.seed) + ")"
+                       : "'" + ck.input + "'";
+  const std::int64_t tokens = hidden.size(0);
+  const HostTensor out(one_rank ? DType::kF32 : DType::kBF16, {tokens, h});
+  const int top_k = checkpoint.config().moe_config().top_k();
+  const std::map<std::string, std::string> metadata{
+      {"producer", "moerun"},
+      {"model", args.model},
+      {"layer", std::to_string(layer)},
+      {"ep_size", std::to_string(args.ep_size)},
+      {"ep_rank", one_rank ? std::to_string(ck.ep_rank) : "all"}};
+  std::optional<io::OutputFile> output;
+  std::optional<RemoveOnSignal> remove_on_signal;
+  if (!ck.output.empty()) {
+    std::vector<std::filesystem::path> inputs = checkpoint.store().paths();
+    inputs.push_back(checkpoint.dir() / "config.json");
+    if (!ck.input.empty()) inputs.emplace_back(ck.input);
+    output.emplace(ck.output, inputs);
+    remove_on_signal.emplace(output->temporary_path());
+    // Shapes only: the routing is not computed yet.
+    const TensorView ids_shape(nullptr, DType::kI32, {tokens, top_k});
+    const TensorView weights_shape(nullptr, DType::kF32, {tokens, top_k});
+    output->reserve(io::safetensors_file_size(
+        output_tensors(out.view(), ids_shape, weights_shape, ck.save_routing), metadata));
+  }
 
   io::LoadOptions load_options;
   load_options.quantize_fp8 = ck.quantize == "fp8";
   load_options.ep_size = one_rank ? args.ep_size : 1;
   load_options.ep_rank = one_rank ? ck.ep_rank : 0;
+  load_options.check_finite = check_finite;
   const io::LoadedMoeLayer loaded = io::load_moe_layer(checkpoint, layer, load_options);
   MoeConfig config = loaded.config;
   if (!one_rank) config.ep_size = args.ep_size;
   config.validate();
-  const std::int64_t h = config.hidden_size;
 
-  const HostTensor hidden = ck.input.empty() ? random_hidden_states(args.tokens, h, args.seed)
-                                             : io::read_hidden_states(ck.input, h);
-  const std::int64_t tokens = hidden.size(0);
   const HostTensor logits = cpu::router_logits(hidden.view(), loaded.router_weight.view());
+  check_layer_values(logits.view(), "router_logits", hidden.view(), hidden_source);
   const cpu::TopK routing =
       cpu::route(config.routing, config.num_experts, logits.view(), loaded.correction_bias.view());
 
   LayerOptions options;
   options.backend = parse_backend(args.backend);
   options.layout = parse_layout(args.layout);
+  // The loader and read_hidden_states checked every value already, naming file and tensor.
+  options.check_finite = false;
   const MoeWeights weights = loaded.weights();
   std::vector<Layer> ranks;
   if (one_rank) {
@@ -150,7 +220,6 @@ int run_checkpoint(const RunArgs& args) {
       ranks.emplace_back(rank_config, weights.slice_experts(r * local, local), options);
     }
   }
-  const HostTensor out(one_rank ? DType::kF32 : DType::kBF16, {tokens, h});
   std::vector<double> seconds;
   for (int i = 0; i < args.repeat; ++i) {
     const auto start = std::chrono::steady_clock::now();
@@ -160,19 +229,14 @@ int run_checkpoint(const RunArgs& args) {
   }
   std::sort(seconds.begin(), seconds.end());
   const double time_s = seconds[seconds.size() / 2];
+  // Finite inputs can still overflow inside the layer: such an output is never written.
+  check_layer_values(out.view(), "hidden_states", hidden.view(), hidden_source);
 
-  if (!ck.output.empty()) {
-    std::vector<io::TensorToWrite> tensors{io::tensor_to_write("hidden_states", out.view())};
-    if (ck.save_routing) {
-      tensors.push_back(io::tensor_to_write("topk_ids", routing.ids.view()));
-      tensors.push_back(io::tensor_to_write("topk_weights", routing.weights.view()));
-    }
-    io::write_safetensors(ck.output, tensors,
-                          {{"producer", "moerun"},
-                           {"model", args.model},
-                           {"layer", std::to_string(layer)},
-                           {"ep_size", std::to_string(args.ep_size)},
-                           {"ep_rank", one_rank ? std::to_string(ck.ep_rank) : "all"}});
+  if (output) {
+    io::write_safetensors(
+        *output,
+        output_tensors(out.view(), routing.ids.view(), routing.weights.view(), ck.save_routing),
+        metadata);
   }
 
   std::optional<double> error;

@@ -25,7 +25,7 @@ std::string cuda_unavailable_reason() {
 Backend resolve_backend(Backend asked) {
   if (asked == Backend::kCpu) return asked;
   const std::string reason = cuda_unavailable_reason();
-  if (asked == Backend::kCuda && !reason.empty()) throw Error("backend cuda: " + reason);
+  if (asked == Backend::kCuda && !reason.empty()) throw ResourceError("backend cuda: " + reason);
   return reason.empty() ? Backend::kCuda : Backend::kCpu;
 }
 
@@ -111,6 +111,8 @@ void LayerRunner::run() {
     }
     if (!ep) {
       m.out = m.d_out.front().download();
+      // The download waited for the device: the forward's finiteness check has run.
+      m.ranks.front().report_pending_errors();
       return;
     }
   }
@@ -123,7 +125,10 @@ void LayerRunner::run() {
   cpu::PartialSum sum(m.tokens, m.config.hidden_size);
   for (std::size_t r = 0; r < m.ranks.size(); ++r) {
 #ifdef MOERUN_HAS_CUDA
-    if (m.backend == Backend::kCuda) m.partial = m.d_out[r].download();
+    if (m.backend == Backend::kCuda) {
+      m.partial = m.d_out[r].download();
+      m.ranks[r].report_pending_errors();
+    }
 #endif
     if (m.backend == Backend::kCpu) {
       m.ranks[r].forward_routed(m.hidden, m.ids, m.weights, m.partial.view());

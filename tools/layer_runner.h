@@ -38,7 +38,8 @@ class LayerRunner {
   void set_inputs(const TensorView& hidden, const TensorView& topk_ids,
                   const TensorView& topk_weights);
   // One forward of every rank, partial outputs summed in fp32 in rank order and rounded once;
-  // returns when `output()` holds the result.
+  // returns when `output()` holds the result. On CUDA the device-side finiteness checks are
+  // reported here, after the output's download has waited for them.
   void run();
   // [T, H] bf16 on the host.
   const HostTensor& output() const;

@@ -29,7 +29,8 @@ void add_run_command(CLI::App& app, RunArgs& args) {
       "Run one MoE layer forward on seeded random weights and inputs, and report time, tokens/s "
       "and the relative error against an fp64 dense reference. With no options: a small "
       "DeepSeek-style FP8 layer (H 1024, I 512, E 32, k 8, grouped routing), 256 tokens. "
-      "Exit code 0: error within tolerance; 1: above it; 2: bad arguments or a failure.");
+      "Exit code 0: error within tolerance; 1: above it; 2: bad input; 3: no usable device, a CUDA "
+      "error or out of memory.");
   std::string models;
   for (const auto& n : model_preset_names()) models += (models.empty() ? "" : ", ") + n;
   run->add_option("--model", args.model,
@@ -60,6 +61,10 @@ void add_run_command(CLI::App& app, RunArgs& args) {
       ->check(CLI::Range(1, 1000))
       ->capture_default_str();
   run->add_flag("--json", args.json, "Print one JSON object instead of text");
+  run->add_flag("--no-finite-checks", args.no_finite_checks,
+                "Skip the checks that reject NaN/Inf weights, FP8 scales <= 0 and non-finite "
+                "inputs (checkpoints: at load, naming file and tensor; presets: in the layer). A "
+                "checkpoint run still refuses to write a non-finite output");
   add_checkpoint_run_options(*run, args.checkpoint);
 }
 
@@ -97,6 +102,7 @@ int run_command(const RunArgs& args) {
   LayerOptions options;
   options.backend = backend;
   options.layout = parse_layout(args.layout);
+  options.check_finite = !args.no_finite_checks;
   LayerRunner runner(config, all, tokens, options);
   const Layout layout = runner.layout();
   runner.set_inputs(hidden.view(), routing.ids.view(), routing.weights.view());

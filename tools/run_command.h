@@ -21,11 +21,13 @@ struct RunArgs {
   std::uint64_t seed = 0;
   int repeat = 1;
   bool json = false;
-  CheckpointRunArgs checkpoint;  // --model DIR only
+  bool no_finite_checks = false;  // LayerOptions::check_finite off (and the loader's checks)
+  CheckpointRunArgs checkpoint;   // --model DIR only
 };
 
 void add_run_command(CLI::App& app, RunArgs& args);
-// Returns the process exit code: 0 when the error is within tolerance, 1 when it is not.
+// Returns the process exit code (exit_codes.h): 0 when the error is within tolerance, 1 when it is
+// not; throws on bad input or a failure.
 int run_command(const RunArgs& args);
 
 }  // namespace moerun::tools

@@ -32,6 +32,20 @@ struct LayerOptions {
   // 0 = no limit. With layout auto, the masked layout is dropped when it does not fit; a layout
   // that cannot fit at all is rejected at construction. CPU: ignored.
   std::size_t workspace_limit_bytes = 0;
+  // Reject non-finite values where the caller's data enters the layer, naming the tensor and its
+  // first bad element ("invalid hidden_states[3, 17]: expected a finite value, got nan"): the
+  // weights at construction (w13, w2; FP8 block scales must also be > 0; correction_bias), and at
+  // every forward hidden_states, then router_logits (forward) or topk_weights (forward_routed), in
+  // that order, so that a NaN in the hidden states is never reported as one of the logits. One
+  // read of each tensor; off for speed. Finite inputs can still overflow inside the layer: the
+  // output is not checked.
+  //   CPU: the forward throws. (The oracle rejects non-finite logits and topk_weights even when
+  //   this is off: its sort needs an order.)
+  //   CUDA: the weights are checked at construction (which waits for the device). A forward's
+  //   check is a kernel on the forward's stream, so it never waits and can be captured in a CUDA
+  //   graph; what it finds is reported later, on the host, by the first of: the next forward or
+  //   forward_routed call on this layer made after the check ran, or report_pending_errors().
+  bool check_finite = true;
 };
 
 class Layer {
@@ -63,8 +77,19 @@ class Layer {
   void set_stream(void* stream);
   // Device bytes the layer allocated at construction (0 on the CPU backend).
   std::size_t workspace_bytes() const;
+  // CUDA backend: throws (once) the error the device-side finiteness check of an earlier forward
+  // recorded (LayerOptions::check_finite), naming the tensor and its first bad element over every
+  // forward since the last report. It does not wait for the device: call it after synchronizing
+  // the stream (cudaStreamSynchronize, an event, a blocking copy of the output) to be sure that
+  // the checks of every forward enqueued before have run; a graph replay's check is reported only
+  // here. CPU backend: nothing to do (its checks throw from the forward itself).
+  void report_pending_errors();
 
  private:
+  // The CPU backend's forward after the input checks.
+  void run_cpu(const TensorView& hidden, const TensorView& topk_ids, const TensorView& topk_weights,
+               const TensorView& out);
+
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

@@ -3,8 +3,11 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <optional>
 #include <string>
+#include <vector>
 
+#include "core/checks.h"
 #include "cuda/activation.h"
 #include "cuda/combine.h"
 #include "cuda/cuda_check.h"
@@ -88,6 +91,22 @@ std::size_t plan_bytes(const MoeConfig& c, WorkspacePlan plan, bool overlap) {
   return make_arena(c, plan, overlap).total;
 }
 
+// "invalid w13_scale[3, 1, 0]: expected a finite value > 0, got -0.5", the value read back from
+// the device (the constructor has waited for the check already).
+InvalidArgument weight_error(const Finding& f, const TensorView& tensor) {
+  std::byte element[4] = {};
+  const std::size_t size = dtype_size(tensor.dtype());
+  MOERUN_CUDA_CHECK(cudaMemcpy(
+      element,
+      static_cast<const std::byte*>(tensor.data()) + static_cast<std::size_t>(f.index) * size, size,
+      cudaMemcpyDeviceToHost));
+  const TensorView host(element, tensor.dtype(), {1});
+  const bool scale = f.tensor == CheckedTensor::kW13Scale || f.tensor == CheckedTensor::kW2Scale;
+  return InvalidArgument(
+      std::string(checked_tensor_name(f.tensor)) + detail::index_text(tensor.shape(), f.index),
+      scale ? detail::kPositiveScale : detail::kFiniteValue, detail::value_text(host, 0));
+}
+
 }  // namespace
 
 void LayerBackend::mark(int index, cudaStream_t stream) const {
@@ -156,7 +175,42 @@ LayerBackend::LayerBackend(const MoeConfig& config, const MoeWeights& weights,
   check_arg(config.top_k() <= kRoutingMaxTopK, "top_k",
             "<= " + std::to_string(kRoutingMaxTopK) + " on CUDA", config.top_k());
   plan_ = plan_workspace(config, options);
-  MOERUN_CUDA_CHECK(cudaMalloc(&workspace_, plan_.bytes));
+  if (options.check_finite) {
+    finite_check_ = std::make_unique<FiniteCheck>();
+    const CheckSegment segments[] = {{weights.w13, CheckedTensor::kW13},
+                                     {weights.w13_scale, CheckedTensor::kW13Scale, true},
+                                     {weights.w2, CheckedTensor::kW2},
+                                     {weights.w2_scale, CheckedTensor::kW2Scale, true},
+                                     {weights.correction_bias, CheckedTensor::kCorrectionBias}};
+    std::vector<CheckSegment> defined;
+    for (const CheckSegment& s : segments) {
+      if (s.view.defined()) defined.push_back(s);
+    }
+    finite_check_->enqueue(defined, nullptr);
+    MOERUN_CUDA_CHECK(cudaStreamSynchronize(nullptr));
+    if (const std::optional<Finding> f = finite_check_->take()) {
+      for (const CheckSegment& s : defined) {
+        if (s.tensor == f->tensor) throw weight_error(*f, s.view);
+      }
+    }
+  }
+  workspace_ = device_allocate(
+      plan_.bytes, "the layer's workspace (max_tokens " + std::to_string(plan_.max_tokens) + ")");
+}
+
+void LayerBackend::report_pending_errors() {
+  if (!finite_check_) return;
+  const std::optional<Finding> f = finite_check_->take();
+  if (!f) return;
+  // Only the columns matter for the index: [token, column] whatever T that forward had.
+  const std::int64_t columns = f->tensor == CheckedTensor::kHiddenStates   ? config_.hidden_size
+                               : f->tensor == CheckedTensor::kRouterLogits ? config_.num_experts
+                                                                           : config_.top_k();
+  throw InvalidArgument(
+      std::string(checked_tensor_name(f->tensor)) + detail::index_text({1, columns}, f->index),
+      detail::kFiniteValue,
+      std::string(bad_value_text(f->value)) +
+          " (found on the device by the check of an earlier forward)");
 }
 
 LayerBackend::~LayerBackend() {
@@ -181,8 +235,11 @@ void LayerBackend::check_io(const TensorView& hidden, const TensorView& out) con
 
 void LayerBackend::forward(const TensorView& hidden, const TensorView& router_logits,
                            const TensorView& out, cudaStream_t stream) {
+  report_pending_errors();
   check_io(hidden, out);
   const std::int64_t tokens = hidden.size(0);
+  check_tensor(router_logits, "router_logits", DType::kF32, {tokens, config_.num_experts},
+               DeviceType::kCuda);
   const Arena arena = make_arena(config_, plan_, options_.overlap);
   auto* base = static_cast<std::byte*>(workspace_);
   const Device device{DeviceType::kCuda, 0};
@@ -190,15 +247,35 @@ void LayerBackend::forward(const TensorView& hidden, const TensorView& router_lo
   const TensorView weights(base + arena.topk_weights, DType::kF32, {tokens, config_.top_k()},
                            device);
   mark(static_cast<int>(Stage::kRouting), stream);
+  if (finite_check_) {
+    const CheckSegment inputs[] = {{hidden, CheckedTensor::kHiddenStates},
+                                   {router_logits, CheckedTensor::kRouterLogits}};
+    finite_check_->enqueue(inputs, stream);
+  }
   route(config_.routing, config_.num_experts, router_logits, weights_.correction_bias, ids, weights,
         stream);
-  forward_routed(hidden, ids, weights, out, stream);
+  run_routed(hidden, ids, weights, out, stream);
 }
 
 void LayerBackend::forward_routed(const TensorView& hidden, const TensorView& topk_ids,
                                   const TensorView& topk_weights, const TensorView& out,
                                   cudaStream_t stream) {
+  report_pending_errors();
   check_io(hidden, out);
+  if (finite_check_) {
+    const std::int64_t tokens = hidden.size(0);
+    check_tensor(topk_weights, "topk_weights", DType::kF32, {tokens, config_.top_k()},
+                 DeviceType::kCuda);
+    const CheckSegment inputs[] = {{hidden, CheckedTensor::kHiddenStates},
+                                   {topk_weights, CheckedTensor::kTopkWeights}};
+    finite_check_->enqueue(inputs, stream);
+  }
+  run_routed(hidden, topk_ids, topk_weights, out, stream);
+}
+
+void LayerBackend::run_routed(const TensorView& hidden, const TensorView& topk_ids,
+                              const TensorView& topk_weights, const TensorView& out,
+                              cudaStream_t stream) {
   const std::int64_t tokens = hidden.size(0);
   const std::int64_t k = config_.top_k(), h = config_.hidden_size,
                      inter = config_.intermediate_size;

@@ -6,7 +6,9 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 
+#include "cuda/finite_check.h"
 #include "cuda/stages.h"
 #include "moerun/config.h"
 #include "moerun/layer.h"
@@ -38,7 +40,8 @@ WorkspacePlan plan_workspace(const MoeConfig& config, const LayerOptions& option
 
 class LayerBackend {
  public:
-  // `weights` are device views of this rank's E_l experts; they must outlive the layer.
+  // `weights` are device views of this rank's E_l experts; they must outlive the layer. With
+  // options.check_finite their values are checked here (this waits for the device).
   LayerBackend(const MoeConfig& config, const MoeWeights& weights, const LayerOptions& options);
   ~LayerBackend();
   LayerBackend(const LayerBackend&) = delete;
@@ -57,8 +60,14 @@ class LayerBackend {
                cudaStream_t stream);
   void forward_routed(const TensorView& hidden, const TensorView& topk_ids,
                       const TensorView& topk_weights, const TensorView& out, cudaStream_t stream);
+  // Layer::report_pending_errors: throws what the checks of earlier forwards found, without
+  // waiting. Both forwards call it first.
+  void report_pending_errors();
 
  private:
+  // The forward after the input checks: dispatch and permute to the combine.
+  void run_routed(const TensorView& hidden, const TensorView& topk_ids,
+                  const TensorView& topk_weights, const TensorView& out, cudaStream_t stream);
   void check_io(const TensorView& hidden, const TensorView& out) const;
   // Records the event of boundary `index` (a Stage, or kNumStages for the end) when set.
   void mark(int index, cudaStream_t stream) const;
@@ -69,6 +78,7 @@ class LayerBackend {
   WorkspacePlan plan_;
   void* workspace_ = nullptr;
   const StageEvents* stage_events_ = nullptr;
+  std::unique_ptr<FiniteCheck> finite_check_;  // with options.check_finite
 };
 
 }  // namespace moerun::cuda

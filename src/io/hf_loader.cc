@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstring>
 
+#include "core/checks.h"
 #include "core/metrics.h"
 #include "core/parallel.h"
 #include "cpu/quant.h"
@@ -42,6 +43,33 @@ void copy_into(const StoredTensor& src, DType dst_dtype, std::byte* dst) {
   }
   // inspect_moe_layer admitted only BF16/F16/F32 here (FP8 is always stored as is).
   convert_to_bf16(bytes.data(), src.info->dtype, src.info->numel(), reinterpret_cast<bf16*>(dst));
+}
+
+// Rejects the first bad value of `loaded` (what `src` became in the layer's dtype, its shape),
+// naming the file, the tensor and the element.
+void check_loaded(const StoredTensor& src, const TensorView& loaded, bool scale) {
+  const std::optional<std::int64_t> bad =
+      // Called inside the loader's parallel loop over experts: on this thread.
+      scale ? detail::first_bad_scale(loaded, false) : detail::first_non_finite(loaded, false);
+  if (!bad) return;
+  const bool converted = to_moerun_dtype(src.info->dtype) != loaded.dtype();
+  throw InvalidArgument(
+      "element " + detail::index_text(loaded.shape(), *bad) + " of " + src.where(),
+      scale ? detail::kPositiveScale : detail::kFiniteValue,
+      detail::value_text(loaded, *bad) +
+          (converted ? " (after conversion from " + std::string(st_dtype_name(src.info->dtype)) +
+                           " to " + std::string(dtype_name(loaded.dtype())) + ")"
+                     : std::string()));
+}
+
+// The rows [row, row + rows) of expert `expert` of a [E_l, R, C] tensor, as [rows, C].
+TensorView expert_rows(const TensorView& t, std::int64_t expert, std::int64_t row,
+                       std::int64_t rows) {
+  const std::int64_t all_rows = t.size(1), cols = t.size(2);
+  auto* base = static_cast<std::byte*>(t.data());
+  return TensorView(
+      base + static_cast<std::size_t>((expert * all_rows + row) * cols) * dtype_size(t.dtype()),
+      t.dtype(), {rows, cols});
 }
 
 void count_bytes(const StoredTensor& src, DType dst_dtype, LoadStats& stats) {
@@ -119,8 +147,12 @@ LoadedMoeLayer load_moe_layer(const HfCheckpoint& checkpoint, int layer,
   LoadStats& stats = out.stats;
 
   out.router_weight = widen_to_f32(store.at(names.router), {config.num_experts, h}, stats);
+  if (options.check_finite) check_loaded(store.at(names.router), out.router_weight.view(), false);
   if (!names.router_bias.empty()) {
     out.correction_bias = widen_to_f32(store.at(names.router_bias), {config.num_experts}, stats);
+    if (options.check_finite) {
+      check_loaded(store.at(names.router_bias), out.correction_bias.view(), false);
+    }
   }
 
   // Look every tensor up first: the store opens shards lazily and is not thread-safe.
@@ -168,16 +200,30 @@ LoadedMoeLayer load_moe_layer(const HfCheckpoint& checkpoint, int layer,
     }
   }
 
+  // Each expert's values are checked right after they are copied, while they are in cache.
+  const bool check = options.check_finite;
+  const std::int64_t inter_blocks = inter / kQuantGroup, h_blocks = h / kQuantGroup;
   detail::parallel_for(count, 1, [&](std::int64_t begin, std::int64_t end) {
     for (std::int64_t e = begin; e < end; ++e) {
       copy_into(gate[e], dtype, expert_slot(out.w13, e, 0));
       copy_into(up[e], dtype, expert_slot(out.w13, e, inter));
       if (copy_w2) copy_into(down[e], dtype, expert_slot(out.w2_storage, e, 0));
+      if (check) {
+        check_loaded(gate[e], expert_rows(out.w13.view(), e, 0, inter), false);
+        check_loaded(up[e], expert_rows(out.w13.view(), e, inter, inter), false);
+        check_loaded(down[e], expert_rows(out.w2, e, 0, h), false);
+      }
       if (!fp8) continue;
       copy_into(gate_scale[e], DType::kF32, expert_slot(out.w13_scale, e, 0));
       copy_into(up_scale[e], DType::kF32, expert_slot(out.w13_scale, e, inter / kQuantGroup));
       if (copy_w2_scale)
         copy_into(down_scale[e], DType::kF32, expert_slot(out.w2_scale_storage, e, 0));
+      if (check) {
+        check_loaded(gate_scale[e], expert_rows(out.w13_scale.view(), e, 0, inter_blocks), true);
+        check_loaded(up_scale[e], expert_rows(out.w13_scale.view(), e, inter_blocks, inter_blocks),
+                     true);
+        check_loaded(down_scale[e], expert_rows(out.w2_scale, e, 0, h_blocks), true);
+      }
     }
   });
 

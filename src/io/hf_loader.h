@@ -33,6 +33,10 @@ struct LoadOptions {
   // Load the experts of rank ep_rank of ep_size only ([r * E / R, (r + 1) * E / R)).
   int ep_size = 1;
   int ep_rank = 0;
+  // Reject a NaN or infinite weight, router weight or bias, and an FP8 block scale that is not
+  // finite and > 0, naming the file, the tensor and the element (checked as loaded, in the
+  // layer's dtype: an F32 value that overflows bf16 is caught too).
+  bool check_finite = true;
 };
 
 struct LoadStats {

@@ -1,12 +1,14 @@
 #include "io/hidden_states.h"
 
+#include "core/checks.h"
 #include "io/convert.h"
 #include "io/safetensors.h"
 #include "moerun/errors.h"
 
 namespace moerun::io {
 
-HostTensor read_hidden_states(const std::filesystem::path& path, std::int64_t hidden_size) {
+HostTensor read_hidden_states(const std::filesystem::path& path, std::int64_t hidden_size,
+                              bool check_finite) {
   const SafetensorsFile file(path);
   const auto& tensors = file.header().tensors;
   if (tensors.size() != 1) {
@@ -27,6 +29,17 @@ HostTensor read_hidden_states(const std::filesystem::path& path, std::int64_t hi
   }
   HostTensor out(DType::kBF16, {t.shape[0], hidden_size});
   convert_to_bf16(file.bytes(t).data(), t.dtype, t.numel(), out.data<bf16>());
+  if (check_finite) {
+    if (const auto bad = detail::first_non_finite(out.view())) {
+      throw InvalidArgument(
+          "element " + detail::index_text(out.shape(), *bad) + " of tensor " + where,
+          detail::kFiniteValue,
+          detail::value_text(out.view(), *bad) +
+              (t.dtype == StDType::kBF16
+                   ? std::string()
+                   : " (after rounding " + std::string(st_dtype_name(t.dtype)) + " to bf16)"));
+    }
+  }
   return out;
 }
 

@@ -119,11 +119,21 @@ struct TensorToWrite {
 // A host tensor's bytes, to write under `name` (bf16, f32, fp8_e4m3 or i32).
 TensorToWrite tensor_to_write(std::string name, const TensorView& view);
 
+class OutputFile;
+
 // Writes a safetensors file with the tensors in the given order (the data buffer follows it, so
-// callers choose which tensors are adjacent). The header is padded with spaces to a multiple of 8
-// bytes, as the reference writer does, so that every tensor whose offset is aligned in the buffer
-// stays aligned in a mapping.
+// callers choose which tensors are adjacent), whole or not at all (io/output_file.h): `file` is
+// committed when every byte is written. The header is padded with spaces to a multiple of 8 bytes,
+// as the reference writer does, so that every tensor whose offset is aligned in the buffer stays
+// aligned in a mapping.
+void write_safetensors(OutputFile& file, const std::vector<TensorToWrite>& tensors,
+                       const std::map<std::string, std::string>& metadata = {});
+// The same through an OutputFile of `path` (no inputs to avoid).
 void write_safetensors(const std::filesystem::path& path, const std::vector<TensorToWrite>& tensors,
                        const std::map<std::string, std::string>& metadata = {});
+// The bytes such a file takes, from the tensors' names, dtypes and shapes (their data spans are
+// not read): what OutputFile::reserve needs before the tensors are computed.
+std::uint64_t safetensors_file_size(const std::vector<TensorToWrite>& tensors,
+                                    const std::map<std::string, std::string>& metadata = {});
 
 }  // namespace moerun::io

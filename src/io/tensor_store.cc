@@ -64,6 +64,13 @@ std::vector<std::string> TensorStore::files() const {
   return {unique.begin(), unique.end()};
 }
 
+std::vector<std::filesystem::path> TensorStore::paths() const {
+  std::vector<std::filesystem::path> paths;
+  if (sharded_) paths.push_back(dir_ / kIndexName);
+  for (const std::string& file : files()) paths.push_back(dir_ / file);
+  return paths;
+}
+
 std::shared_ptr<const SafetensorsFile> TensorStore::open(const std::string& file) const {
   auto it = open_.find(file);
   if (it == open_.end()) {

@@ -32,6 +32,8 @@ class TensorStore {
   bool sharded() const { return sharded_; }
   // The shard file names (one for an unsharded checkpoint).
   std::vector<std::string> files() const;
+  // Every file the store reads, as paths: the index (sharded) and the shards.
+  std::vector<std::filesystem::path> paths() const;
 
   bool contains(std::string_view name) const;
   // Rejects a missing tensor, naming the directory (and the shard the index points to).

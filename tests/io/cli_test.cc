@@ -1,13 +1,11 @@
 // End to end: `moerun run --model DIR` on small checkpoints of each family reproduces the CPU
 // reference computed here from the same tensors, bit for bit; `moerun info` reports the layers.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
-#include <array>
-#include <cstdio>
 #include <cstring>
 #include <nlohmann/json.hpp>
 
+#include "cli_util.h"
 #include "core/metrics.h"
 #include "core/tolerances.h"
 #include "cpu/dense_reference.h"
@@ -23,32 +21,9 @@ namespace {
 using test::Fixture;
 using test::TempDir;
 
-struct CliResult {
-  int exit_code = -1;
-  std::string output;  // stdout and stderr
-};
-
-// Runs the moerun binary; `output` holds stdout and, unless `stdout_only` (for --json), stderr.
-CliResult run_cli(const std::string& args, bool stdout_only = false) {
-  const std::string command =
-      std::string(MOERUN_CLI_PATH) + " " + args + (stdout_only ? " 2>/dev/null" : " 2>&1");
-  FILE* pipe = popen(command.c_str(), "r");
-  CliResult r;
-  if (pipe == nullptr) return r;
-  std::array<char, 4096> buffer{};
-  while (std::fgets(buffer.data(), buffer.size(), pipe) != nullptr) r.output += buffer.data();
-  const int status = pclose(pipe);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
-
-// The path in single quotes, for the shell.
-std::string q(const std::filesystem::path& p) {
-  std::string quoted = "'";  // built piecewise: GCC 12's -Wrestrict misfires on "'" + string
-  quoted += p.string();
-  quoted += "'";
-  return quoted;
-}
+using test::CliResult;
+using test::q;
+using test::run_cli;
 
 // The layer's output computed here: router logits in fp32 (h in order), cpu::route, then the CPU
 // oracle in the masked layout, as `moerun run --layout masked` does.
@@ -222,7 +197,7 @@ TEST(RunModelBad, TruncatedCheckpoint) {
 
 TEST(RunModelBad, UnknownModel) {
   const CliResult r = run_cli("run --model /nonexistent/dir");
-  EXPECT_NE(r.exit_code, 0);
+  EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.output.find("neither a preset"), std::string::npos) << r.output;
 }
 

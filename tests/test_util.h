@@ -4,7 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <iostream>
 #include <random>
 #include <string>
 #include <vector>
@@ -14,10 +16,40 @@
 
 namespace moerun::test {
 
-// A fresh seed per call (printed by the caller through SCOPED_TRACE so failures reproduce).
+// A fresh seed, replayable. The first call in a test returns the test's root seed, MOERUN_TEST_SEED
+// when set and else a random one, and prints it ("[   SEED   ] MOERUN_TEST_SEED=<root> for <test>",
+// also recorded as the test's property "seed"), so the log of a failure shows how to replay it;
+// every later call in the same test returns a value derived from the root and the call's rank.
+// MOERUN_TEST_SEED=<root> --gtest_filter=<test> therefore replays every draw of the test. Not
+// thread-safe: tests draw their seeds on the main thread.
 inline std::uint64_t fresh_seed() {
-  static std::random_device device;
-  return (static_cast<std::uint64_t>(device()) << 32) ^ device();
+  static std::string test;  // the test the root belongs to
+  static std::uint64_t root = 0, calls = 0;
+  const ::testing::TestInfo* info = ::testing::UnitTest::GetInstance()->current_test_info();
+  const std::string name =
+      info != nullptr ? std::string(info->test_suite_name()) + "." + info->name() : "";
+  if (calls == 0 || name != test) {
+    test = name;
+    calls = 0;
+    if (const char* fixed = std::getenv("MOERUN_TEST_SEED")) {
+      char* end = nullptr;
+      root = std::strtoull(fixed, &end, 10);
+      if (end == fixed || *end != '\0') {
+        ADD_FAILURE() << "MOERUN_TEST_SEED: expected an unsigned integer, got '" << fixed << "'";
+      }
+    } else {
+      std::random_device device;
+      root = (static_cast<std::uint64_t>(device()) << 32) ^ device();
+    }
+    std::cout << "[   SEED   ] MOERUN_TEST_SEED=" << root << " for " << name << "\n";
+    ::testing::Test::RecordProperty("seed", std::to_string(root));
+  }
+  if (calls++ == 0) return root;
+  // splitmix64 of root + rank: independent streams for the test's later draws.
+  std::uint64_t z = root + calls * 0x9e3779b97f4a7c15ull;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
 }
 
 // Fills with 0xFF bytes: NaN for bf16/f32/fp8 e4m3, -1 for i32. An element a stage forgets to

@@ -1,5 +1,6 @@
 // End-to-end tolerances of the layer against the fp64 dense reference (DESIGN.md, Numerics):
-// relative error ||out - ref|| / ||ref||. Per-stage tolerances live in tests/tolerances.h.
+// relative error ||out - ref|| / ||ref||, as the CLI applies them. The tests' table
+// (tests/tolerances.h) takes these from here and holds every other tolerance.
 #pragma once
 
 #include "moerun/dtype.h"

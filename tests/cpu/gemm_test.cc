@@ -124,7 +124,7 @@ TEST_P(GroupedGemm, MaskedMatchesFp64ForAwkwardRowCounts) {
       grouped_gemm_masked({a3, s3}, {o.b.view(), o.b_scale.view()}, masked_m_1d, out.view());
   EXPECT_FALSE(report.has_value());
   expect_matches(out, reference(o, expert_of_row), expert_of_row,
-                 dtype == DType::kBF16 ? test::kGemmToleranceBf16 : test::kGemmToleranceFp8);
+                 dtype == DType::kBF16 ? test::kGemmVsFp64Bf16 : test::kGemmVsFp64Fp8);
 }
 
 TEST_P(GroupedGemm, ContiguousMatchesFp64AndSkipsPadding) {
@@ -146,7 +146,7 @@ TEST_P(GroupedGemm, ContiguousMatchesFp64AndSkipsPadding) {
   grouped_gemm_contiguous({o.a.view(), o.a_scale.view()}, {o.b.view(), o.b_scale.view()},
                           TensorView(idx.view().data(), DType::kI32, {m_sum}), out.view());
   expect_matches(out, reference(o, m_indices), m_indices,
-                 dtype == DType::kBF16 ? test::kGemmToleranceBf16 : test::kGemmToleranceFp8);
+                 dtype == DType::kBF16 ? test::kGemmVsFp64Bf16 : test::kGemmVsFp64Fp8);
 }
 
 INSTANTIATE_TEST_SUITE_P(Rows, GroupedGemm,

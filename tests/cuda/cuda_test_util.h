@@ -16,19 +16,25 @@
 #include "core/synthetic.h"
 #include "cuda/cuda_check.h"
 #include "cuda/runtime.h"
+#include "gpu_required.h"
 #include "moerun/host_tensor.h"
 #include "moerun/weights.h"
+#include "test_util.h"  // fresh_seed, poison, error_of
 
 namespace moerun::test {
 
-// Skips the calling test, printing why, unless a device that can run the kernels is visible.
-#define MOERUN_REQUIRE_GPU()                                                         \
-  do {                                                                               \
-    const std::string moerun_reason_ = ::moerun::cuda::device_unavailable_reason();  \
-    if (!moerun_reason_.empty()) {                                                   \
-      std::cout << "[  SKIPPED ] no usable CUDA device: " << moerun_reason_ << "\n"; \
-      GTEST_SKIP() << "no usable CUDA device: " << moerun_reason_;                   \
-    }                                                                                \
+// Skips the calling test, printing why, unless a device that can run the kernels is visible;
+// fails it instead under MOERUN_REQUIRE_GPU=1.
+#define MOERUN_REQUIRE_GPU()                                                                \
+  do {                                                                                      \
+    const std::string moerun_reason_ = ::moerun::cuda::device_unavailable_reason();         \
+    if (!moerun_reason_.empty()) {                                                          \
+      if (::moerun::test::gpu_required()) {                                                 \
+        GTEST_FAIL() << "no usable CUDA device (MOERUN_REQUIRE_GPU=1): " << moerun_reason_; \
+      }                                                                                     \
+      std::cout << "[  SKIPPED ] no usable CUDA device: " << moerun_reason_ << "\n";        \
+      GTEST_SKIP() << "no usable CUDA device: " << moerun_reason_;                          \
+    }                                                                                       \
   } while (0)
 
 // Every byte 0xFF: NaN for bf16/f32/fp8, -1 for i32. Outputs start poisoned, so an element a
@@ -108,21 +114,6 @@ struct DeviceWeights {
     return {w13.view(), w13_scale.view(), w2.view(), w2_scale.view(), correction_bias.view()};
   }
 };
-
-// A fresh seed per call (std::random_device), printed so that a failure can be reproduced with
-// MOERUN_TEST_SEED=<seed>.
-inline std::uint64_t fresh_seed() {
-  std::uint64_t seed;
-  if (const char* fixed = std::getenv("MOERUN_TEST_SEED")) {
-    seed = std::strtoull(fixed, nullptr, 10);
-  } else {
-    std::random_device rd;
-    seed = (static_cast<std::uint64_t>(rd()) << 32) ^ rd();
-  }
-  std::cout << "[   SEED   ] " << seed << "\n";
-  ::testing::Test::RecordProperty("seed", std::to_string(seed));
-  return seed;
-}
 
 // Bytes of element `index` of a host tensor.
 inline const std::uint8_t* element_bytes(const HostTensor& t, std::int64_t index) {

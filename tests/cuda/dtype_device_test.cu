@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "gpu_required.h"
 #include "moerun/dtype.h"
 
 namespace moerun {
@@ -39,7 +40,10 @@ bool has_gpu(std::string& reason) {
 
 TEST(DtypeDevice, ConversionInstructionsMatchHostConversions) {
   std::string reason;
-  if (!has_gpu(reason)) GTEST_SKIP() << reason;
+  if (!has_gpu(reason)) {
+    if (test::gpu_required()) GTEST_FAIL() << reason << " (MOERUN_REQUIRE_GPU=1)";
+    GTEST_SKIP() << reason;
+  }
   constexpr std::uint32_t kCount = 1u << 24;
   constexpr std::uint32_t kStride = 255;  // 2^24 samples spread over all 2^32 patterns
   std::uint16_t* d_bf16 = nullptr;

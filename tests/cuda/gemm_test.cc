@@ -14,7 +14,7 @@
 #include "cuda/gemm.h"
 #include "cuda/gemm_heuristics.h"
 #include "cuda_test_util.h"
-#include "cuda_tolerances.h"
+#include "tolerances.h"
 
 namespace moerun::test {
 namespace {
@@ -150,7 +150,7 @@ GemmResult check_gemm(const GemmCase& c, Layout layout, std::int64_t tokens, con
   for (std::size_t i = 0; i < got_valid.size(); ++i)
     got_f32.data<float>()[i] = static_cast<float>(got_valid[i]);
   const double error = relative_error(got_f32.view(), want_valid);
-  EXPECT_LE(error, fp8 ? kGemmToleranceFp8 : kGemmToleranceBf16);
+  EXPECT_LE(error, fp8 ? kGemmVsOracleFp8 : kGemmVsOracleBf16);
 
   if (signal) {
     EXPECT_TRUE(report.has_value());

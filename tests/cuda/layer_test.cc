@@ -12,9 +12,9 @@
 #include "cpu/routing.h"
 #include "cuda/layer.h"
 #include "cuda_test_util.h"
-#include "cuda_tolerances.h"
 #include "moerun/errors.h"
 #include "moerun/layer.h"
+#include "tolerances.h"
 
 namespace moerun::test {
 namespace {

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/portable_math.h"
+#include "gpu_required.h"
 
 namespace moerun::detail {
 namespace {
@@ -64,14 +65,20 @@ bool has_gpu(std::string& reason) {
 
 TEST(PortableMathDevice, EveryBf16InputMatchesTheHost) {
   std::string reason;
-  if (!has_gpu(reason)) GTEST_SKIP() << reason;
+  if (!has_gpu(reason)) {
+    if (test::gpu_required()) GTEST_FAIL() << reason << " (MOERUN_REQUIRE_GPU=1)";
+    GTEST_SKIP() << reason;
+  }
   // The activation's gates are bf16: the top 16 bits of a float, all 65536 of them.
   check_sweep(0, 1u << 16, 1u << 16);
 }
 
 TEST(PortableMathDevice, SpreadFloatInputsMatchTheHost) {
   std::string reason;
-  if (!has_gpu(reason)) GTEST_SKIP() << reason;
+  if (!has_gpu(reason)) {
+    if (test::gpu_required()) GTEST_FAIL() << reason << " (MOERUN_REQUIRE_GPU=1)";
+    GTEST_SKIP() << reason;
+  }
   // Router logits are any float: 2^24 patterns spread over all 2^32.
   check_sweep(11, 255, 1u << 24);
 }

@@ -6,12 +6,17 @@
 #         (JSON true/false read as ON/OFF)
 # Fails on a non-zero exit code or a missing key. Where the tool reports no usable CUDA device (an
 # error, or `moerun run`'s "cuda" key when auto fell back to the CPU) it prints "SKIPPED: no usable
-# CUDA device" instead (the test's SKIP_REGULAR_EXPRESSION).
+# CUDA device" instead (the test's SKIP_REGULAR_EXPRESSION), unless the environment has
+# MOERUN_REQUIRE_GPU=1 (the device scripts): there a missing device, or auto choosing the CPU, is a
+# failure.
 string(REPLACE "|" ";" args "${ARGS}")
 execute_process(COMMAND "${MOERUN}" ${args} RESULT_VARIABLE rc OUTPUT_VARIABLE out
                 ERROR_VARIABLE err)
 if("${err}${out}" MATCHES "no usable CUDA device")
   string(REGEX MATCH "no usable CUDA device[^\n\"]*" reason "${err}${out}")
+  if("$ENV{MOERUN_REQUIRE_GPU}" STREQUAL "1")
+    message(FATAL_ERROR "moerun ${ARGS}: ${reason} (MOERUN_REQUIRE_GPU=1)\n${out}\n${err}")
+  endif()
   message("SKIPPED: ${reason}")
   return()
 endif()

@@ -80,6 +80,9 @@ void add_bench_command(CLI::App& app, BenchArgs& args) {
       ->capture_default_str();
   bench->add_flag("--json", args.json, "Print one JSON object instead of text");
   bench->add_flag("--no-graph", args.no_graph, "Time plain launches instead of graph replays");
+  bench->add_flag("--no-finite-checks", args.no_finite_checks,
+                  "Time the layer without its finiteness check of the inputs (on by default; "
+                  "timed with the routing stage)");
   bench->add_flag("--skip-ceilings", args.skip_ceilings,
                   "Do not measure the ceilings (no % columns); for profilers");
 }
@@ -162,8 +165,8 @@ int bench_command(const BenchArgs& args) {
 
   json report = {{"device", prop.name},          {"sms", prop.multiProcessorCount},
                  {"l2_bytes", prop.l2CacheSize}, {"date", utc_now()},
-                 {"graphs", !args.no_graph},     {"repeat", args.repeat},
-                 {"stage", args.stage}};
+                 {"graphs", !args.no_graph},     {"finite_checks", !args.no_finite_checks},
+                 {"repeat", args.repeat},        {"stage", args.stage}};
   std::optional<Ceilings> ceilings;
   if (!args.skip_ceilings) {
     std::fprintf(stderr, "bench: measuring ceilings\n");
@@ -204,6 +207,7 @@ int bench_command(const BenchArgs& args) {
       c.stages = time_stages;
       c.layer = time_layer;
       c.graphs = !args.no_graph;
+      c.check_finite = !args.no_finite_checks;
       c.seed = args.seed;
       std::size_t free_bytes = 0, total_bytes = 0;
       MOERUN_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));

@@ -22,6 +22,7 @@ struct BenchArgs {
   std::uint64_t seed = 0;
   bool json = false;
   bool no_graph = false;
+  bool no_finite_checks = false;
   bool skip_ceilings = false;
 };
 

@@ -234,6 +234,7 @@ CaseResult run_bench_case(const BenchCase& b, cudaStream_t stream) {
   options.backend = Backend::kCuda;
   options.layout = b.layout;
   options.max_tokens = t;
+  options.check_finite = b.check_finite;
   cuda::LayerBackend layer(c, weights.view(), options);
   r.layout = layer.layout_for(t);
   r.workspace_bytes = layer.workspace_bytes();

@@ -25,6 +25,9 @@ struct BenchCase {
   bool stages = true;  // time each stage (events between them)
   bool layer = true;   // time the whole layer (no events inside)
   bool graphs = true;  // time CUDA graph replays (else plain launches)
+  // LayerOptions::check_finite: the forward's finiteness check kernel is timed with the routing
+  // stage (forward() enqueues it first), as the layer runs by default.
+  bool check_finite = true;
   std::uint64_t seed = 0;
 };
 

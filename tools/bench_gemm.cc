@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "bench_timing.h"
+#include "core/scale_layout.h"
 #include "cuda/cuda_check.h"
 #include "cuda/gemm_heuristics.h"
 #include "moerun/dtype.h"
@@ -96,7 +97,10 @@ GemmBench::GemmBench(const GemmBenchShape& s, bool fp8, int input_sets, std::uin
     if (fp8) {
       // Codes spread over [-448, 448]; scales of ~1/448 (A) and ~1/(448 sqrt(K)) (B) keep the
       // products O(1), as for the layer's random weights.
-      set.a_scale = DeviceBuffer(DType::kF32, {rows, kb});
+      // MN-major (core/scale_layout.h): masked [groups, K / 128, M_max], contiguous [K / 128,
+      // rows].
+      set.a_scale = s.layout == Layout::kMasked ? DeviceBuffer(DType::kF32, {s.groups, kb, s.m_max})
+                                                : DeviceBuffer(DType::kF32, {kb, rows});
       set.b_scale = DeviceBuffer(DType::kF32, {s.groups, nb, kb});
       cuda::fill_random(set.a.view(), base + 1, 0.0f, stream);
       cuda::fill_random(set.b.view(), base + 2, 0.0f, stream);
@@ -179,7 +183,10 @@ void GemmBench::check(GemmBenchResult& r) const {
       std::vector<float> sa;
       if (fp8_) {
         a8 = download<std::uint8_t>(set.a.view().data(), row * k, k);
-        sa = download<float>(set.a_scale.view().data(), row * kb, kb);
+        const ActScaleLayout layout{s_.layout == Layout::kMasked ? s_.m_max : s_.a_rows(), kb};
+        for (std::int64_t blk = 0; blk < kb; ++blk) {
+          sa.push_back(download<float>(set.a_scale.view().data(), layout.index(row, blk), 1)[0]);
+        }
       } else {
         a16 = download<bf16>(set.a.view().data(), row * k, k);
       }

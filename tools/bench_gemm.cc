@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <utility>
 
 #include "bench_timing.h"
@@ -143,7 +144,8 @@ void GemmBench::launch(const InputSet& set) const {
   }
 }
 
-GemmBenchResult GemmBench::time(int forced, int repeat) {
+GemmBenchResult GemmBench::time(int forced, int repeat, const TensorView& flush,
+                                SmClockSampler& clock) {
   GemmBenchResult r;
   const cuda::GemmChoice choice =
       s_.layout == Layout::kMasked
@@ -163,8 +165,17 @@ GemmBenchResult GemmBench::time(int forced, int repeat) {
   const ForcedVariant scope(forced);
   const std::size_t count = sets_.size();
   auto run = [&](int i) { launch(sets_[static_cast<std::size_t>(i) % count]); };
+  std::function<void(int)> before;
+  if (flush.defined()) {
+    before = [&](int) {
+      MOERUN_CUDA_CHECK(cudaMemsetAsync(flush.data(), 0, flush.nbytes(), stream_));
+    };
+  }
   // Warm-up: every set once (first touches, module load), at least 3 launches.
-  r.us = median_event_ms(run, std::max<int>(3, static_cast<int>(count)), repeat, stream_) * 1e3;
+  clock.start();
+  r.us = median_event_ms(run, std::max<int>(3, static_cast<int>(count)), repeat, stream_, before) *
+         1e3;
+  r.sm_mhz = clock.stop();
   MOERUN_CUDA_CHECK(cudaStreamSynchronize(stream_));
   check(r);
   return r;

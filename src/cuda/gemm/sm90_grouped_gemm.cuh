@@ -43,7 +43,9 @@
 
 #include <atomic>
 #include <cstdint>
+#include <algorithm>
 #include <type_traits>
+#include <utility>
 
 #include "cuda/cuda_check.h"
 #include "cuda/device_utils.cuh"
@@ -78,6 +80,55 @@ struct WgmmaFor<true, 160> : WgmmaE4m3M64N160K32 {};
 template <>
 struct WgmmaFor<true, 192> : WgmmaE4m3M64N192K32 {};
 
+// FP8 promotion of one K block: acc += part * scale, where the fragment's 8-column chunks j <
+// kFormer take the scales of the tile's first 128-column weight block and the rest those of the
+// second, for row lo (d[4j], d[4j+1]) and row hi (d[4j+2], d[4j+3]).
+template <int kFormer, int kNumAccum>
+__device__ __forceinline__ void promote_fp8_split(float (&acc)[kNumAccum],
+                                                  const float (&part)[kNumAccum], float s0_lo,
+                                                  float s0_hi, float s1_lo, float s1_hi) {
+#pragma unroll
+  for (int j = 0; j < kNumAccum / 4; ++j) {
+    const float s_lo = j < kFormer ? s0_lo : s1_lo, s_hi = j < kFormer ? s0_hi : s1_hi;
+    acc[4 * j + 0] = fmaf(part[4 * j + 0], s_lo, acc[4 * j + 0]);
+    acc[4 * j + 1] = fmaf(part[4 * j + 1], s_lo, acc[4 * j + 1]);
+    acc[4 * j + 2] = fmaf(part[4 * j + 2], s_hi, acc[4 * j + 2]);
+    acc[4 * j + 3] = fmaf(part[4 * j + 3], s_hi, acc[4 * j + 3]);
+  }
+}
+
+// Picks the split for the tile's first column modulo 128 (`n_offset`, a multiple of
+// gcd(BLOCK_N, 128)): one compiled promotion per possible offset, chosen by a warp-uniform branch,
+// so that no chunk selects its scale at run time (a select per chunk per K block doubled the
+// promotion's instructions).
+template <int BLOCK_N, int kNumAccum, int... kOffsetIndex>
+__device__ __forceinline__ void promote_fp8_dispatch(float (&acc)[kNumAccum],
+                                                     const float (&part)[kNumAccum], int n_offset,
+                                                     float s0_lo, float s0_hi, float s1_lo,
+                                                     float s1_hi,
+                                                     std::integer_sequence<int, kOffsetIndex...>) {
+  constexpr int kStep = gcd(BLOCK_N, 128);
+  // Chunks before the boundary: (128 - offset) / 8, all of the tile's when it ends before it.
+  (void)((n_offset == kOffsetIndex * kStep
+              ? (promote_fp8_split<std::min((128 - kOffsetIndex * kStep) / 8, BLOCK_N / 8)>(
+                     acc, part, s0_lo, s0_hi, s1_lo, s1_hi),
+                 true)
+              : false) ||
+         ...);
+}
+
+template <int BLOCK_N, int kNumAccum>
+__device__ __forceinline__ void promote_fp8(float (&acc)[kNumAccum],
+                                            const float (&part)[kNumAccum], int n_offset,
+                                            float s0_lo, float s0_hi, float s1_lo, float s1_hi) {
+  if constexpr (128 % BLOCK_N == 0) {  // a tile never straddles a 128-column block
+    promote_fp8_split<BLOCK_N / 8>(acc, part, s0_lo, s0_hi, s1_lo, s1_hi);
+  } else {
+    promote_fp8_dispatch<BLOCK_N>(acc, part, n_offset, s0_lo, s0_hi, s1_lo, s1_hi,
+                                  std::make_integer_sequence<int, 128 / gcd(BLOCK_N, 128)>{});
+  }
+}
+
 template <bool kFp8, int BLOCK_M_, int BLOCK_N_, int kNumStages_>
 struct GroupedGemmTraits {
   static constexpr bool kIsFp8 = kFp8;
@@ -111,9 +162,6 @@ struct GroupedGemmTraits {
   static constexpr int kBufferAtoms = kFullBuffer ? kAtoms : (kAtoms + 1) / 2;
   static constexpr int kSmemCBytes = kNumMathWarpgroups * kBufferAtoms * kAtomBytes;
   static constexpr int kSmemBytes = kStagesBytes + kSmemCBytes + kBarrierBytes;
-  // FP8 weight scales: the tile's columns from the first 128-column block boundary on take the
-  // second scale; BLOCK_N dividing 128 never straddles one.
-  static constexpr bool kOneWeightScale = !kFp8 || 128 % BLOCK_N == 0;
   // setmaxnreg (two math warpgroups only: one math warpgroup has 255 registers anyway).
   static constexpr int kProducerRegs = 40;
   static constexpr int kMathRegs = 232;
@@ -340,8 +388,11 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     wgmma_commit();
     fence_operands(dst);
   };
-  // The stage's operands are consumed (its wgmmas completed): hand it back to the producer.
+  // The stage's operands are consumed (its wgmmas completed) and so are its infos and scales (every
+  // lane's reads of them are ordered before lane 0's release by the warp barrier): hand it back to
+  // the producer.
   auto release = [&](int done_stage) {
+    __syncwarp();
     if (lane == 0) mbarrier_arrive(&empty[done_stage]);
   };
 
@@ -356,10 +407,9 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     tile.a_row = info.a_row;
     const int valid_rows = info.valid_rows;
     if constexpr (kFp8) {
-      // The tile's columns before the first 128-column boundary take weight scale 0, the rest 1
-      // (in 8-column chunks j: j < former take 0).
-      const int former =
-          Traits::kOneWeightScale ? BLOCK_N / 8 : (128 - (tile.n_block * BLOCK_N) % 128) / 8;
+      // The tile's 8-column chunks before the first 128-column boundary take weight scale 0, the
+      // rest scale 1: which chunk that is depends on the tile's first column modulo 128.
+      const int n_offset = (tile.n_block * BLOCK_N) % 128;
 #pragma unroll
       for (int i = 0; i < kNumAccum; ++i) acc[i] = 0.0f;
       for (int kb = 0; kb < p.k_blocks; ++kb) {
@@ -374,17 +424,8 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
         release(ring.stage);
         ring.advance<kNumStages>();
         // Promotion, as the oracle: acc += partial * (act_scale * weight_scale).
-        const float s0_lo = __fmul_rn(sa_lo, sb0), s0_hi = __fmul_rn(sa_hi, sb0);
-        const float s1_lo = __fmul_rn(sa_lo, sb1), s1_hi = __fmul_rn(sa_hi, sb1);
-#pragma unroll
-        for (int j = 0; j < kNumAccum / 4; ++j) {
-          const bool first = Traits::kOneWeightScale || j < former;
-          const float s_lo = first ? s0_lo : s1_lo, s_hi = first ? s0_hi : s1_hi;
-          acc[4 * j + 0] = fmaf(part[4 * j + 0], s_lo, acc[4 * j + 0]);
-          acc[4 * j + 1] = fmaf(part[4 * j + 1], s_lo, acc[4 * j + 1]);
-          acc[4 * j + 2] = fmaf(part[4 * j + 2], s_hi, acc[4 * j + 2]);
-          acc[4 * j + 3] = fmaf(part[4 * j + 3], s_hi, acc[4 * j + 3]);
-        }
+        promote_fp8<BLOCK_N>(acc, part, n_offset, __fmul_rn(sa_lo, sb0), __fmul_rn(sa_hi, sb0),
+                             __fmul_rn(sa_lo, sb1), __fmul_rn(sa_hi, sb1));
       }
     } else {
       // Keep one wgmma group in flight; the previous K block's stage is then free.

@@ -186,8 +186,9 @@ void run(Operands& o, std::int64_t a_rows, std::int64_t a_groups, const GemmChoi
   sm90::GroupedGemmMaps maps{};
   maps.a = make_operand_map(o.a, o.fp8, o.k, a_rows, a_groups, shape.block_k, shape.block_m,
                             "A (activations)");
-  maps.b = make_operand_map(o.b, o.fp8, o.k, o.n, o.experts, shape.block_k, shape.block_n,
-                            "B (weights)");
+  // With clusters, B comes in halves (each CTA multicasts one).
+  maps.b = make_operand_map(o.b, o.fp8, o.k, o.n, o.experts, shape.block_k,
+                            shape.block_n / shape.cluster_m, "B (weights)");
   if (o.fp8) {
     maps.a_scale = make_map_3d(o.a_scale, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4,
                                {a_rows, o.k / kQuantGroup, a_groups}, {shape.block_m, 1, 1},

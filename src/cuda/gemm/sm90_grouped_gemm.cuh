@@ -49,6 +49,7 @@
 
 #include "cuda/cuda_check.h"
 #include "cuda/device_utils.cuh"
+#include "cuda/gemm/ptx/sm90_cluster.cuh"
 #include "cuda/gemm/ptx/sm90_mbarrier.cuh"
 #include "cuda/gemm/ptx/sm90_tma.cuh"
 #include "cuda/gemm/ptx/sm90_warpgroup.cuh"
@@ -129,12 +130,16 @@ __device__ __forceinline__ void promote_fp8(float (&acc)[kNumAccum],
   }
 }
 
-template <bool kFp8, int BLOCK_M_, int BLOCK_N_, int kNumStages_>
+template <bool kFp8, int BLOCK_M_, int BLOCK_N_, int kNumStages_, int kClusterM_>
 struct GroupedGemmTraits {
   static constexpr bool kIsFp8 = kFp8;
   static constexpr int BLOCK_M = BLOCK_M_;
   static constexpr int BLOCK_N = BLOCK_N_;
   static constexpr int kNumStages = kNumStages_;
+  // CTAs per cluster along M: with 2, neighbouring row blocks share the B tile (each CTA loads
+  // BLOCK_N / 2 of its rows and multicasts them).
+  static constexpr int kClusterM = kClusterM_;
+  static constexpr int kBRowsPerCta = BLOCK_N / kClusterM;
   static constexpr int kElemBytes = kFp8 ? 1 : 2;
   // One 128-byte swizzle row of K per stage: 64 bf16 or 128 e4m3 (= the FP8 scale group).
   static constexpr int BLOCK_K = 128 / kElemBytes;
@@ -162,7 +167,8 @@ struct GroupedGemmTraits {
   static constexpr int kBufferAtoms = kFullBuffer ? kAtoms : (kAtoms + 1) / 2;
   static constexpr int kSmemCBytes = kNumMathWarpgroups * kBufferAtoms * kAtomBytes;
   static constexpr int kSmemBytes = kStagesBytes + kSmemCBytes + kBarrierBytes;
-  // setmaxnreg (two math warpgroups only: one math warpgroup has 255 registers anyway).
+  // setmaxnreg (two math warpgroups only: one math warpgroup has 255 registers anyway): the math
+  // warps hold N / 2 (BF16) or N (FP8: promoted sums + partial) accumulators and ~40 more.
   static constexpr int kProducerRegs = 40;
   static constexpr int kMathRegs = 232;
 
@@ -176,6 +182,8 @@ struct GroupedGemmTraits {
   static_assert(!kFp8 || BLOCK_N <= 128 + gcd(BLOCK_N, 128),
                 "FP8: a tile must not cover more than two 128-column weight-scale blocks");
   static_assert(kNumStages >= 2 && kNumStages <= 12, "2..12 pipeline stages");
+  static_assert(kClusterM == 1 || (kClusterM == 2 && kBRowsPerCta * 128 % 1024 == 0),
+                "clusters of 2 along M, each B half on a swizzle atom");
   static_assert(kSmemBytes <= kMaxSmemBytes, "stages + epilogue exceed 227 KiB of shared memory");
   static_assert(kNumMathWarpgroups == 1 || kProducerRegs + 2 * kMathRegs <= 3 * 168,
                 "setmaxnreg: the registers moved must fit the 384-thread budget");
@@ -183,7 +191,8 @@ struct GroupedGemmTraits {
 
 template <GemmVariant kVariant>
 using TraitsOf = GroupedGemmTraits<variant_shape(kVariant).fp8, variant_shape(kVariant).block_m,
-                                   variant_shape(kVariant).block_n, variant_shape(kVariant).stages>;
+                                   variant_shape(kVariant).block_n, variant_shape(kVariant).stages,
+                                   variant_shape(kVariant).cluster_m>;
 
 // Contiguous layout: one past the last row block whose first row is a local expert (all threads
 // of the CTA call it; `slot` is a shared int set to 0 before a barrier).
@@ -216,7 +225,10 @@ struct RingPosition {
 // What the producer tells the math warps with each stage, beside its operands: the tile it
 // belongs to (read at a tile's first stage: the math warps never walk the scheduler themselves,
 // which keeps its state and divisions off their registers) and, FP8, the stage's weight scales of
-// the tile's first and last 128-column blocks. `expert` < 0: no tiles are left.
+// the tile's first and last 128-column blocks. `expert`: kNoTilesLeft after the last tile,
+// Tile::kDummy for a cluster peer's stages that carry nothing.
+inline constexpr int kNoTilesLeft = -1;  // StageInfo::expert after the last tile
+
 struct alignas(16) StageInfo {
   int expert;
   int n_block;
@@ -252,10 +264,24 @@ __device__ __forceinline__ void produce(const GroupedGemmMaps& maps, const Group
                                         int used_row_blocks, std::uint32_t smem) {
   constexpr int BLOCK_M = Traits::BLOCK_M, BLOCK_N = Traits::BLOCK_N, BLOCK_K = Traits::BLOCK_K;
   using L = SmemLayout<Traits>;
-  Scheduler<BLOCK_M> scheduler(used_row_blocks);
+  Scheduler<BLOCK_M, Traits::kClusterM> scheduler(used_row_blocks);
   RingPosition ring;
   Tile tile;
   while (scheduler.next(p, tile)) {
+    if (tile.expert == Tile::kDummy) {
+      // Cluster peer of a tile: hand the math warps k_blocks empty stages (nothing to load).
+#pragma unroll 1
+      for (int kb = 0; kb < p.k_blocks; ++kb) {
+        mbarrier_wait(smem + L::kEmpty + ring.stage * 8, ring.phase ^ 1);
+        asm volatile("st.shared.s32 [%0], %1;" ::"r"(smem + L::kInfo +
+                                                      ring.stage * Traits::kSmemInfoBytes),
+                     "r"(Tile::kDummy)
+                     : "memory");
+        mbarrier_arrive_expect_tx(smem + L::kFull + ring.stage * 8, 0);
+        ring.advance<Traits::kNumStages>();
+      }
+      continue;
+    }
     const int n0 = tile.n_block * BLOCK_N;
     const int a_group = tile.a_group(p);
     const int valid_rows = p.masked_m != nullptr ? tile.masked_valid_rows(p, BLOCK_M) : BLOCK_M;
@@ -268,6 +294,8 @@ __device__ __forceinline__ void produce(const GroupedGemmMaps& maps, const Group
       b_scale0 = (tile.expert * blocks_n + first) * p.k_blocks;
       b_scale1 = (tile.expert * blocks_n + last) * p.k_blocks;
     }
+    // NOTE: not unrolled: the producer has 40 registers, and an unrolled loop spilled them.
+#pragma unroll 1
     for (int kb = 0; kb < p.k_blocks; ++kb) {
       float sb0 = 0.0f, sb1 = 0.0f;
       if constexpr (Traits::kIsFp8) {  // issued before the wait: its latency hides behind it
@@ -288,8 +316,21 @@ __device__ __forceinline__ void produce(const GroupedGemmMaps& maps, const Group
       mbarrier_arrive_expect_tx(bar, Traits::kStageTxBytes);
       tma_load_3d(smem + L::kA + ring.stage * Traits::kSmemABytes, &maps.a, bar, kb * BLOCK_K,
                   tile.a_row, a_group);
-      tma_load_3d(smem + L::kB + ring.stage * Traits::kSmemBBytes, &maps.b, bar, kb * BLOCK_K, n0,
-                  tile.expert);
+      const std::uint32_t b_dst = smem + L::kB + ring.stage * Traits::kSmemBBytes;
+      if constexpr (Traits::kClusterM > 1) {
+        // B in halves: this CTA's half to both CTAs, or (not shared) both halves to this one.
+        constexpr int kHalf = Traits::kBRowsPerCta;
+        if (tile.multicast) {
+          const int rank = static_cast<int>(cluster_cta_rank());
+          tma_load_3d_multicast(b_dst + rank * kHalf * 128, &maps.b, bar, kb * BLOCK_K,
+                                n0 + rank * kHalf, tile.expert, 0b11);
+        } else {
+          tma_load_3d(b_dst, &maps.b, bar, kb * BLOCK_K, n0, tile.expert);
+          tma_load_3d(b_dst + kHalf * 128, &maps.b, bar, kb * BLOCK_K, n0 + kHalf, tile.expert);
+        }
+      } else {
+        tma_load_3d(b_dst, &maps.b, bar, kb * BLOCK_K, n0, tile.expert);
+      }
       if constexpr (Traits::kIsFp8) {
         tma_load_3d(smem + L::kAScale + ring.stage * Traits::kSmemAScaleBytes, &maps.a_scale, bar,
                     tile.a_row, kb, a_group);
@@ -299,21 +340,19 @@ __device__ __forceinline__ void produce(const GroupedGemmMaps& maps, const Group
   }
   mbarrier_wait(smem + L::kEmpty + ring.stage * 8, ring.phase ^ 1);
   const std::uint32_t info = smem + L::kInfo + ring.stage * Traits::kSmemInfoBytes;
-  asm volatile("st.shared.s32 [%0], %1;" ::"r"(info), "r"(-1) : "memory");
-  mbarrier_arrive(smem + L::kFull + ring.stage * 8);
+  asm volatile("st.shared.s32 [%0], %1;" ::"r"(info), "r"(kNoTilesLeft) : "memory");
+  mbarrier_arrive_expect_tx(smem + L::kFull + ring.stage * 8, 0);
 }
 
+// The math warpgroups: per tile, the main loop over the stages the producer fills, then the
+// epilogue.
 template <class Traits>
-__global__ void __launch_bounds__(Traits::kNumThreads, 1)
-    grouped_gemm_kernel(const __grid_constant__ GroupedGemmMaps maps,
-                        const __grid_constant__ GroupedGemmParams p) {
+__device__ __forceinline__ void consume(const GroupedGemmMaps& maps, const GroupedGemmParams& p,
+                                        std::uint8_t* smem) {
   constexpr int BLOCK_M = Traits::BLOCK_M, BLOCK_N = Traits::BLOCK_N;
   constexpr int kNumStages = Traits::kNumStages, kNumAccum = Traits::kNumAccum;
   constexpr bool kFp8 = Traits::kIsFp8;
   using Wgmma = typename Traits::Wgmma;
-
-  // NOTE: no static shared memory, so the dynamic buffer starts at the (1024-aligned) window base.
-  extern __shared__ __align__(1024) std::uint8_t smem[];
   using L = SmemLayout<Traits>;
   std::uint8_t* smem_a = smem + L::kA;
   std::uint8_t* smem_b = smem + L::kB;
@@ -322,39 +361,9 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   auto* stage_info = reinterpret_cast<const StageInfo*>(smem + L::kInfo);
   auto* full = reinterpret_cast<std::uint64_t*>(smem + L::kFull);
   auto* empty = reinterpret_cast<std::uint64_t*>(smem + L::kEmpty);
-  int& used_row_blocks = *reinterpret_cast<int*>(smem + L::kUsedRowBlocks);
-
-  // NOTE: broadcast from lane 0 so that ptxas knows the warpgroup index, and everything derived
-  // from it (the wgmma descriptors), is warp-uniform.
   const int warpgroup = __shfl_sync(0xffffffffu, static_cast<int>(threadIdx.x) / 128, 0);
   const int thread = static_cast<int>(threadIdx.x);
-  if (thread == Traits::kNumMathThreads) {
-    if (smem_addr(smem) % 1024 != 0) __trap();  // the swizzle atoms need it
-    tma_prefetch_descriptor(&maps.a);
-    tma_prefetch_descriptor(&maps.b);
-    if constexpr (kFp8) tma_prefetch_descriptor(&maps.a_scale);
-    for (int s = 0; s < kNumStages; ++s) {
-      mbarrier_init(&full[s], 1);  // the producer's arrive.expect_tx (+ the TMA bytes)
-      mbarrier_init(&empty[s], Traits::kNumMathThreads / 32);  // one arrival per math warp
-    }
-    mbarrier_init_fence();
-  }
-  if (thread == 0) used_row_blocks = 0;
-  __syncthreads();
-  if (p.masked_m == nullptr) {
-    find_used_row_blocks<BLOCK_M>(p, &used_row_blocks);
-    __syncthreads();
-  }
-  if (warpgroup == Traits::kNumMathWarpgroups) {
-    // ---- Producer: one thread walks the tiles and fills the stages. ----
-    if constexpr (Traits::kNumMathWarpgroups > 1) warpgroup_reg_dealloc<Traits::kProducerRegs>();
-    if (thread == Traits::kNumMathThreads) {
-      produce<Traits>(maps, p, used_row_blocks, smem_addr(smem));
-    }
-    return;
-  }
 
-  // ---- Math warpgroups. ----
   if constexpr (Traits::kNumMathWarpgroups > 1) warpgroup_reg_alloc<Traits::kMathRegs>();
   const int t = thread % 128, warp = t / 32, lane = t % 32;
   // This thread's two accumulator rows (tile-local) and the warpgroup's first row.
@@ -393,7 +402,16 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   // the producer.
   auto release = [&](int done_stage) {
     __syncwarp();
-    if (lane == 0) mbarrier_arrive(&empty[done_stage]);
+    if (lane == 0) {
+      if constexpr (Traits::kClusterM > 1) {
+#pragma unroll
+        for (int r = 0; r < Traits::kClusterM; ++r) {
+          mbarrier_arrive_cluster(smem_addr(&empty[done_stage]), static_cast<std::uint32_t>(r));
+        }
+      } else {
+        mbarrier_arrive(&empty[done_stage]);
+      }
+    }
   };
 
   for (;;) {
@@ -401,7 +419,15 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     // returns at once.
     mbarrier_wait(&full[ring.stage], ring.phase);
     const StageInfo& info = stage_info[ring.stage];
-    if (info.expert < 0) break;  // no tiles left
+    if (info.expert == kNoTilesLeft) break;
+    if (info.expert == Tile::kDummy) {  // the peer's tile: its stages carry nothing here
+      for (int kb = 0; kb < p.k_blocks; ++kb) {
+        mbarrier_wait(&full[ring.stage], ring.phase);
+        release(ring.stage);
+        ring.advance<kNumStages>();
+      }
+      continue;
+    }
     tile.expert = info.expert;
     tile.n_block = info.n_block;
     tile.a_row = info.a_row;
@@ -469,25 +495,102 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   if (t == 0) tma_store_wait_all();
 }
 
-// Host side of one kernel variant: a persistent grid (one CTA per SM), shared memory raised to
-// what the variant needs (once per device; not a stream operation, so later launches may be
-// captured in a CUDA graph). A CTA without tiles exits at once.
+template <class Traits>
+__global__ void __launch_bounds__(Traits::kNumThreads, 1)
+    grouped_gemm_kernel(const __grid_constant__ GroupedGemmMaps maps,
+                        const __grid_constant__ GroupedGemmParams p) {
+  constexpr int BLOCK_M = Traits::BLOCK_M, kNumStages = Traits::kNumStages;
+
+  // NOTE: no static shared memory, so the dynamic buffer starts at the (1024-aligned) window base.
+  extern __shared__ __align__(1024) std::uint8_t smem[];
+  using L = SmemLayout<Traits>;
+  auto* full = reinterpret_cast<std::uint64_t*>(smem + L::kFull);
+  auto* empty = reinterpret_cast<std::uint64_t*>(smem + L::kEmpty);
+  int& used_row_blocks = *reinterpret_cast<int*>(smem + L::kUsedRowBlocks);
+
+  // NOTE: broadcast from lane 0 so that ptxas knows the warpgroup index, and everything derived
+  // from it (the wgmma descriptors), is warp-uniform.
+  const int warpgroup = __shfl_sync(0xffffffffu, static_cast<int>(threadIdx.x) / 128, 0);
+  const int thread = static_cast<int>(threadIdx.x);
+  if (thread == Traits::kNumMathThreads) {
+    if (smem_addr(smem) % 1024 != 0) __trap();  // the swizzle atoms need it
+    tma_prefetch_descriptor(&maps.a);
+    tma_prefetch_descriptor(&maps.b);
+    if constexpr (Traits::kIsFp8) tma_prefetch_descriptor(&maps.a_scale);
+    for (int s = 0; s < kNumStages; ++s) {
+      mbarrier_init(&full[s], 1);  // the producer's arrive.expect_tx (+ the TMA bytes)
+      // One arrival per math warp of every CTA of the cluster (a shared B tile is written into
+      // all of them).
+      mbarrier_init(&empty[s], Traits::kNumMathThreads / 32 * Traits::kClusterM);
+    }
+    mbarrier_init_fence();
+  }
+  if (thread == 0) used_row_blocks = 0;
+  __syncthreads();
+  if (p.masked_m == nullptr) {
+    find_used_row_blocks<BLOCK_M>(p, &used_row_blocks);
+    __syncthreads();
+  }
+  // The peer's barriers are initialized before anyone multicasts into them or arrives on them.
+  if constexpr (Traits::kClusterM > 1) cluster_sync();
+  if (warpgroup == Traits::kNumMathWarpgroups) {
+    // ---- Producer: one thread walks the tiles and fills the stages. ----
+    if constexpr (Traits::kNumMathWarpgroups > 1) warpgroup_reg_dealloc<Traits::kProducerRegs>();
+    if (thread == Traits::kNumMathThreads) {
+      produce<Traits>(maps, p, used_row_blocks, smem_addr(smem));
+    }
+  } else {
+    consume<Traits>(maps, p, smem);
+  }
+  // No CTA leaves while its peer may still multicast into it or arrive on its barriers (every
+  // thread; the producer's lane rejoins its warp first: the barrier is .aligned).
+  if constexpr (Traits::kClusterM > 1) {
+    __syncwarp();
+    cluster_sync();
+  }
+}
+
+// Host side of one kernel variant: a persistent grid (one CTA per SM; with clusters, as many
+// clusters as can be resident at once), shared memory raised to what the variant needs (once per
+// device: not stream operations, so later launches may be captured in a CUDA graph). A CTA
+// without tiles exits at once.
 template <class Traits>
 void launch_grouped_gemm(const GroupedGemmMaps& maps, const GroupedGemmParams& p, int num_sms,
                          cudaStream_t stream) {
   auto* kernel = &grouped_gemm_kernel<Traits>;
-  static std::atomic<bool> attribute_set[64] = {};
+  constexpr int kClusterM = Traits::kClusterM;
+  static std::atomic<int> grid_of_device[64] = {};
   int device = 0;
   MOERUN_CUDA_CHECK(cudaGetDevice(&device));
-  std::atomic<bool>& set = attribute_set[device % 64];
-  if (!set.load(std::memory_order_acquire)) {
+  std::atomic<int>& cached_grid = grid_of_device[device % 64];
+  cudaLaunchConfig_t config{};
+  cudaLaunchAttribute cluster{};
+  cluster.id = cudaLaunchAttributeClusterDimension;
+  cluster.val.clusterDim.x = kClusterM;
+  cluster.val.clusterDim.y = 1;
+  cluster.val.clusterDim.z = 1;
+  config.blockDim = dim3(Traits::kNumThreads);
+  config.dynamicSmemBytes = Traits::kSmemBytes;
+  config.stream = stream;
+  config.attrs = &cluster;
+  config.numAttrs = kClusterM > 1 ? 1 : 0;
+  int grid = cached_grid.load(std::memory_order_acquire);
+  if (grid == 0) {
     MOERUN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                            Traits::kSmemBytes));
-    set.store(true, std::memory_order_release);
+    grid = num_sms / kClusterM * kClusterM;
+    if constexpr (kClusterM > 1) {
+      // NOTE: clusters are placed within a GPC, so fewer than SMs / 2 may fit at once; a
+      // persistent grid larger than that would run its last clusters in a second wave.
+      config.gridDim = dim3(static_cast<unsigned>(grid));
+      int clusters = 0;
+      MOERUN_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&clusters, kernel, &config));
+      if (clusters > 0) grid = std::min(grid, clusters * kClusterM);
+    }
+    cached_grid.store(grid, std::memory_order_release);
   }
-  kernel<<<static_cast<unsigned>(num_sms), Traits::kNumThreads, Traits::kSmemBytes, stream>>>(maps,
-                                                                                              p);
-  MOERUN_CUDA_CHECK_LAUNCH();
+  config.gridDim = dim3(static_cast<unsigned>(grid));
+  MOERUN_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, maps, p));
 }
 
 }  // namespace moerun::cuda::sm90

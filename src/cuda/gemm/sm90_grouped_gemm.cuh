@@ -154,8 +154,9 @@ struct GroupedGemmTraits {
   // FP8: the stage's activation scales (one per row).
   static constexpr int kSmemAScaleBytes = kFp8 ? BLOCK_M * 4 : 0;
   // The stage's StageInfo (its tile and, FP8, its weight scales).
-  static constexpr int kSmemInfoBytes = 32;
-  static constexpr int kStageTxBytes = kSmemABytes + kSmemBBytes + kSmemAScaleBytes;
+  static constexpr int kSmemInfoBytes = 48;
+  // TMA bytes per stage: A, B, and for FP8 the A scales and two 16-byte boxes of weight scales.
+  static constexpr int kStageTxBytes = kSmemABytes + kSmemBBytes + kSmemAScaleBytes + (kFp8 ? 32 : 0);
   // Epilogue buffer per math warpgroup: the tile's 64-column atoms, or half of them when the
   // whole tile would cost a pipeline stage (BF16 N 256).
   static constexpr int kAtoms = (BLOCK_N + kAtomCols - 1) / kAtomCols;
@@ -225,7 +226,8 @@ struct RingPosition {
 // What the producer tells the math warps with each stage, beside its operands: the tile it
 // belongs to (read at a tile's first stage: the math warps never walk the scheduler themselves,
 // which keeps its state and divisions off their registers) and, FP8, the stage's weight scales of
-// the tile's first and last 128-column blocks. `expert`: kNoTilesLeft after the last tile,
+// the tile's first and last 128-column blocks (by TMA with the stage: the producer thread issuing
+// a load of them and waiting for it made it wait an L2 round trip per stage). `expert`: kNoTilesLeft after the last tile,
 // Tile::kDummy for a cluster peer's stages that carry nothing.
 inline constexpr int kNoTilesLeft = -1;  // StageInfo::expert after the last tile
 
@@ -234,8 +236,10 @@ struct alignas(16) StageInfo {
   int n_block;
   int a_row;
   int valid_rows;  // masked: rows of the tile below masked_m; contiguous: BLOCK_M
-  float b_scale[2];
-  int unused[2];
+  // FP8: TMA boxes of 4 weight scales starting at the stage's K block of the first and the last
+  // 128-column block (element 0 is the one used; 16 bytes is the copy engine's smallest box).
+  float b_scale0[4];
+  float b_scale1[4];
 };
 
 // The shared-memory carve-up: [A stages][B stages][C buffers][A scale stages][stage infos]
@@ -285,8 +289,8 @@ __device__ __forceinline__ void produce(const GroupedGemmMaps& maps, const Group
     const int n0 = tile.n_block * BLOCK_N;
     const int a_group = tile.a_group(p);
     const int valid_rows = p.masked_m != nullptr ? tile.masked_valid_rows(p, BLOCK_M) : BLOCK_M;
-    // FP8: offsets of the weight-scale rows of the tile's first and last 128-column blocks (32-bit:
-    // the host checks E * N/128 * K/128 < 2^31).
+    // FP8: element offsets of the weight-scale rows of the tile's first and last 128-column blocks
+    // in b_scale (32-bit: the host checks E * N/128 * K/128 < 2^31).
     int b_scale0 = 0, b_scale1 = 0;
     if constexpr (Traits::kIsFp8) {
       const int blocks_n = p.n / 128;
@@ -297,21 +301,12 @@ __device__ __forceinline__ void produce(const GroupedGemmMaps& maps, const Group
     // NOTE: not unrolled: the producer has 40 registers, and an unrolled loop spilled them.
 #pragma unroll 1
     for (int kb = 0; kb < p.k_blocks; ++kb) {
-      float sb0 = 0.0f, sb1 = 0.0f;
-      if constexpr (Traits::kIsFp8) {  // issued before the wait: its latency hides behind it
-        sb0 = __ldg(p.b_scale + b_scale0 + kb);
-        sb1 = __ldg(p.b_scale + b_scale1 + kb);
-      }
       mbarrier_wait(smem + L::kEmpty + ring.stage * 8, ring.phase ^ 1);
       // Plain stores, published to the math warps by the arrival below (release semantics).
       const std::uint32_t info = smem + L::kInfo + ring.stage * Traits::kSmemInfoBytes;
       asm volatile("st.shared.v4.s32 [%0], {%1, %2, %3, %4};" ::"r"(info), "r"(tile.expert),
                    "r"(tile.n_block), "r"(tile.a_row), "r"(valid_rows)
                    : "memory");
-      if constexpr (Traits::kIsFp8) {
-        asm volatile("st.shared.v2.f32 [%0], {%1, %2};" ::"r"(info + 16), "f"(sb0), "f"(sb1)
-                     : "memory");
-      }
       const std::uint32_t bar = smem + L::kFull + ring.stage * 8;
       mbarrier_arrive_expect_tx(bar, Traits::kStageTxBytes);
       tma_load_3d(smem + L::kA + ring.stage * Traits::kSmemABytes, &maps.a, bar, kb * BLOCK_K,
@@ -334,6 +329,8 @@ __device__ __forceinline__ void produce(const GroupedGemmMaps& maps, const Group
       if constexpr (Traits::kIsFp8) {
         tma_load_3d(smem + L::kAScale + ring.stage * Traits::kSmemAScaleBytes, &maps.a_scale, bar,
                     tile.a_row, kb, a_group);
+        tma_load_1d(info + 16, &maps.b_scale, bar, b_scale0 + kb);
+        tma_load_1d(info + 32, &maps.b_scale, bar, b_scale1 + kb);
       }
       ring.advance<Traits::kNumStages>();
     }
@@ -397,20 +394,17 @@ __device__ __forceinline__ void consume(const GroupedGemmMaps& maps, const Group
     wgmma_commit();
     fence_operands(dst);
   };
-  // The stage's operands are consumed (its wgmmas completed) and so are its infos and scales (every
-  // lane's reads of them are ordered before lane 0's release by the warp barrier): hand it back to
-  // the producer.
+  // The stage's operands are consumed (its wgmmas completed) and so are its infos and scales:
+  // hand it back to the producer(s). Every lane arrives (one instruction per warp): each lane's own
+  // reads of the stage are then ordered before the producer's next write to it.
   auto release = [&](int done_stage) {
-    __syncwarp();
-    if (lane == 0) {
-      if constexpr (Traits::kClusterM > 1) {
+    if constexpr (Traits::kClusterM > 1) {
 #pragma unroll
-        for (int r = 0; r < Traits::kClusterM; ++r) {
-          mbarrier_arrive_cluster(smem_addr(&empty[done_stage]), static_cast<std::uint32_t>(r));
-        }
-      } else {
-        mbarrier_arrive(&empty[done_stage]);
+      for (int r = 0; r < Traits::kClusterM; ++r) {
+        mbarrier_arrive_cluster(smem_addr(&empty[done_stage]), static_cast<std::uint32_t>(r));
       }
+    } else {
+      mbarrier_arrive(&empty[done_stage]);
     }
   };
 
@@ -442,8 +436,8 @@ __device__ __forceinline__ void consume(const GroupedGemmMaps& maps, const Group
         mbarrier_wait(&full[ring.stage], ring.phase);
         const float* a_scale = smem_a_scale + ring.stage * BLOCK_M;
         const float sa_lo = a_scale[row_lo], sa_hi = a_scale[row_hi];
-        const float sb0 = stage_info[ring.stage].b_scale[0];
-        const float sb1 = stage_info[ring.stage].b_scale[1];
+        const float sb0 = stage_info[ring.stage].b_scale0[0];
+        const float sb1 = stage_info[ring.stage].b_scale1[0];
         issue(part, false);
         wgmma_wait<0>();
         fence_operands(part);
@@ -516,12 +510,15 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     if (smem_addr(smem) % 1024 != 0) __trap();  // the swizzle atoms need it
     tma_prefetch_descriptor(&maps.a);
     tma_prefetch_descriptor(&maps.b);
-    if constexpr (Traits::kIsFp8) tma_prefetch_descriptor(&maps.a_scale);
+    if constexpr (Traits::kIsFp8) {
+      tma_prefetch_descriptor(&maps.a_scale);
+      tma_prefetch_descriptor(&maps.b_scale);
+    }
     for (int s = 0; s < kNumStages; ++s) {
       mbarrier_init(&full[s], 1);  // the producer's arrive.expect_tx (+ the TMA bytes)
-      // One arrival per math warp of every CTA of the cluster (a shared B tile is written into
+      // One arrival per math thread of every CTA of the cluster (a shared B tile is written into
       // all of them).
-      mbarrier_init(&empty[s], Traits::kNumMathThreads / 32 * Traits::kClusterM);
+      mbarrier_init(&empty[s], Traits::kNumMathThreads * Traits::kClusterM);
     }
     mbarrier_init_fence();
   }

@@ -153,15 +153,19 @@ struct GroupedGemmTraits {
   static constexpr int kSmemBBytes = BLOCK_N * 128;
   // FP8: the stage's activation scales (one per row).
   static constexpr int kSmemAScaleBytes = kFp8 ? BLOCK_M * 4 : 0;
-  // The stage's StageInfo (its tile and, FP8, its weight scales).
-  static constexpr int kSmemInfoBytes = 48;
+  // FP8: the stage's weight scales, two TMA boxes of 16 bytes, each 128-byte aligned as the copy
+  // engine requires of a destination.
+  static constexpr int kSmemBScaleBytes = kFp8 ? 256 : 0;
+  // The stage's StageInfo (its tile).
+  static constexpr int kSmemInfoBytes = 16;
   // TMA bytes per stage: A, B, and for FP8 the A scales and two 16-byte boxes of weight scales.
   static constexpr int kStageTxBytes = kSmemABytes + kSmemBBytes + kSmemAScaleBytes + (kFp8 ? 32 : 0);
   // Epilogue buffer per math warpgroup: the tile's 64-column atoms, or half of them when the
   // whole tile would cost a pipeline stage (BF16 N 256).
   static constexpr int kAtoms = (BLOCK_N + kAtomCols - 1) / kAtomCols;
   static constexpr int kStagesBytes =
-      kNumStages * (kSmemABytes + kSmemBBytes + kSmemAScaleBytes + kSmemInfoBytes);
+      kNumStages *
+      (kSmemABytes + kSmemBBytes + kSmemAScaleBytes + kSmemBScaleBytes + kSmemInfoBytes);
   static constexpr int kBarrierBytes = kNumStages * 2 * 8 + 16;  // + the used-row-block count
   static constexpr bool kFullBuffer =
       kStagesBytes + kNumMathWarpgroups * kAtoms * kAtomBytes + kBarrierBytes <= kMaxSmemBytes;
@@ -226,8 +230,9 @@ struct RingPosition {
 // What the producer tells the math warps with each stage, beside its operands: the tile it
 // belongs to (read at a tile's first stage: the math warps never walk the scheduler themselves,
 // which keeps its state and divisions off their registers) and, FP8, the stage's weight scales of
-// the tile's first and last 128-column blocks (by TMA with the stage: the producer thread issuing
-// a load of them and waiting for it made it wait an L2 round trip per stage). `expert`: kNoTilesLeft after the last tile,
+// the tile's first and last 128-column blocks, which come by TMA with the stage into their own
+// slot (16-byte boxes of 4 scales from the stage's K block on; element 0 is the one used): the
+// producer thread loading them itself waited an L2 round trip per stage. `expert`: kNoTilesLeft after the last tile,
 // Tile::kDummy for a cluster peer's stages that carry nothing.
 inline constexpr int kNoTilesLeft = -1;  // StageInfo::expert after the last tile
 
@@ -236,27 +241,27 @@ struct alignas(16) StageInfo {
   int n_block;
   int a_row;
   int valid_rows;  // masked: rows of the tile below masked_m; contiguous: BLOCK_M
-  // FP8: TMA boxes of 4 weight scales starting at the stage's K block of the first and the last
-  // 128-column block (element 0 is the one used; 16 bytes is the copy engine's smallest box).
-  float b_scale0[4];
-  float b_scale1[4];
 };
 
-// The shared-memory carve-up: [A stages][B stages][C buffers][A scale stages][stage infos]
-// [full barriers][empty barriers][used row blocks], as offsets from the 1024-aligned base.
+// The shared-memory carve-up: [A stages][B stages][C buffers][A scale stages][B scale stages]
+// [stage infos][full barriers][empty barriers][used row blocks], as offsets from the 1024-aligned
+// base.
 template <class Traits>
 struct SmemLayout {
   static constexpr int kA = 0;
   static constexpr int kB = kA + Traits::kNumStages * Traits::kSmemABytes;
   static constexpr int kC = kB + Traits::kNumStages * Traits::kSmemBBytes;
   static constexpr int kAScale = kC + Traits::kSmemCBytes;
-  static constexpr int kInfo = kAScale + Traits::kNumStages * Traits::kSmemAScaleBytes;
+  static constexpr int kBScale = kAScale + Traits::kNumStages * Traits::kSmemAScaleBytes;
+  static constexpr int kInfo = kBScale + Traits::kNumStages * Traits::kSmemBScaleBytes;
   static constexpr int kFull = kInfo + Traits::kNumStages * Traits::kSmemInfoBytes;
   static constexpr int kEmpty = kFull + Traits::kNumStages * 8;
   static constexpr int kUsedRowBlocks = kEmpty + Traits::kNumStages * 8;
   static_assert(sizeof(StageInfo) == Traits::kSmemInfoBytes, "one StageInfo per stage");
   static_assert(kC % 1024 == 0, "the epilogue's swizzled atoms are 1024-byte aligned");
-  static_assert(kAScale % 16 == 0 && kInfo % 16 == 0, "TMA destinations and infos aligned");
+  static_assert(kAScale % 128 == 0 && kBScale % 128 == 0 && Traits::kSmemAScaleBytes % 128 == 0,
+                "TMA destinations 128-byte aligned");
+  static_assert(kInfo % 16 == 0, "stage infos 16-byte aligned");
   static_assert(kUsedRowBlocks + 4 <= Traits::kSmemBytes, "the carve-up fits the allocation");
 };
 
@@ -329,8 +334,9 @@ __device__ __forceinline__ void produce(const GroupedGemmMaps& maps, const Group
       if constexpr (Traits::kIsFp8) {
         tma_load_3d(smem + L::kAScale + ring.stage * Traits::kSmemAScaleBytes, &maps.a_scale, bar,
                     tile.a_row, kb, a_group);
-        tma_load_1d(info + 16, &maps.b_scale, bar, b_scale0 + kb);
-        tma_load_1d(info + 32, &maps.b_scale, bar, b_scale1 + kb);
+        const std::uint32_t b_scale = smem + L::kBScale + ring.stage * Traits::kSmemBScaleBytes;
+        tma_load_1d(b_scale, &maps.b_scale, bar, b_scale0 + kb);
+        tma_load_1d(b_scale + 128, &maps.b_scale, bar, b_scale1 + kb);
       }
       ring.advance<Traits::kNumStages>();
     }
@@ -355,6 +361,7 @@ __device__ __forceinline__ void consume(const GroupedGemmMaps& maps, const Group
   std::uint8_t* smem_b = smem + L::kB;
   std::uint8_t* smem_c = smem + L::kC;
   auto* smem_a_scale = reinterpret_cast<const float*>(smem + L::kAScale);
+  auto* smem_b_scale = reinterpret_cast<const float*>(smem + L::kBScale);
   auto* stage_info = reinterpret_cast<const StageInfo*>(smem + L::kInfo);
   auto* full = reinterpret_cast<std::uint64_t*>(smem + L::kFull);
   auto* empty = reinterpret_cast<std::uint64_t*>(smem + L::kEmpty);
@@ -436,8 +443,8 @@ __device__ __forceinline__ void consume(const GroupedGemmMaps& maps, const Group
         mbarrier_wait(&full[ring.stage], ring.phase);
         const float* a_scale = smem_a_scale + ring.stage * BLOCK_M;
         const float sa_lo = a_scale[row_lo], sa_hi = a_scale[row_hi];
-        const float sb0 = stage_info[ring.stage].b_scale0[0];
-        const float sb1 = stage_info[ring.stage].b_scale1[0];
+        const float* b_scale = smem_b_scale + ring.stage * (Traits::kSmemBScaleBytes / 4);
+        const float sb0 = b_scale[0], sb1 = b_scale[32];
         issue(part, false);
         wgmma_wait<0>();
         fence_operands(part);

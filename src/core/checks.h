@@ -49,4 +49,10 @@ void check_scales(const TensorView& view, std::string_view name);
 // w2_scale or correction_bias (host views).
 void check_weight_values(const MoeWeights& weights);
 
+// Checks FP8 activation scales in their MN-major layout (core/scale_layout.h): contiguous f32 on
+// `device`, `rows` rows in groups of `group_rows`, shaped [rows / group_rows, k_blocks, group_rows]
+// (with one group, [k_blocks, group_rows] too).
+void check_act_scale(const TensorView& scale, std::string_view name, std::int64_t rows,
+                     std::int64_t k_blocks, std::int64_t group_rows, DeviceType device);
+
 }  // namespace moerun::detail

@@ -18,7 +18,8 @@ struct Row {
     const auto cols = static_cast<std::int64_t>(values.size());
     if (fp8) {
       data = HostTensor(DType::kFP8E4M3, {1, cols});
-      scale = HostTensor(DType::kF32, {1, cols / kQuantGroup});
+      // MN-major (core/scale_layout.h) [K / 128, rows]: for one row, the row's scales in order.
+      scale = HostTensor(DType::kF32, {cols / kQuantGroup, 1});
       cpu::quantize_row_fp8(values.data(), cols, data.data<fp8e4m3>(), scale.data<float>());
     } else {
       data = HostTensor(DType::kBF16, {1, cols});

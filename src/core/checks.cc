@@ -181,6 +181,7 @@ void check_weight_values(const MoeWeights& weights) {
   if (weights.w13_scale.defined()) check_scales(weights.w13_scale, "w13_scale");
   if (weights.w2_scale.defined()) check_scales(weights.w2_scale, "w2_scale");
   if (weights.correction_bias.defined()) check_finite(weights.correction_bias, "correction_bias");
+}
 
 void check_act_scale(const TensorView& scale, std::string_view name, std::int64_t rows,
                      std::int64_t k_blocks, std::int64_t group_rows, DeviceType device) {

@@ -120,6 +120,8 @@ for name in "${selected[@]}"; do
   [ -n "${files[$name]+set}" ] || { echo "mutation-check: no mutant '$name' (see --list)"; exit 1; }
 done
 
+bash "$repo/scripts/setup.sh"  # the build's packages, when missing (a bare machine)
+
 # The scratch copy: this checkout's tracked and untracked files (no build outputs). Only files that
 # differ are copied, with a fresh time stamp, so the build stays incremental across runs.
 mkdir -p "$src"

@@ -143,8 +143,12 @@ if [ ! -f "$build/build.ninja" ]; then
     >"$scratch/configure.log" 2>&1 || { cat "$scratch/configure.log"; exit 1; }
 fi
 run_tests() {  # the test output goes to $scratch/test.log; returns cpu_test's status
-  # In a subshell, so that the shell's "Aborted" of a test killed by an assertion goes to the log.
-  (timeout "$test_timeout" "$build/tests/cpu_test" --gtest_fail_fast) >"$scratch/test.log" 2>&1
+  # In a subshell that outlives the test (the `exit` keeps it from exec'ing it), so that its
+  # "Aborted" for a test killed by an assertion goes to the log.
+  (
+    timeout "$test_timeout" "$build/tests/cpu_test" --gtest_fail_fast
+    exit $?
+  ) >"$scratch/test.log" 2>&1
 }
 if ! build_cpu_test; then
   tail -30 "$log"

@@ -45,7 +45,6 @@ constexpr Candidate kBf16Candidates[] = {
 constexpr Candidate kFp8Candidates[] = {
     {GemmVariant::kFp8M128N192, 1.0},   {GemmVariant::kFp8M128N128, 0.96},
     {GemmVariant::kFp8M128N160, 0.94},  {GemmVariant::kFp8M128N112, 0.81},
-    {GemmVariant::kFp8M128N192C2, 1.0}, {GemmVariant::kFp8M128N128C2, 0.96},
 };
 
 std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }

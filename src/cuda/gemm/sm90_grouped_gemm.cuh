@@ -34,7 +34,6 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
 #include <type_traits>
 
@@ -48,6 +47,7 @@
 #include "cuda/gemm/sm90_params.h"
 #include "cuda/gemm/sm90_scheduler.cuh"
 #include "cuda/gemm/sm90_variants.h"
+#include "cuda/per_device.h"
 
 namespace moerun::cuda::sm90 {
 
@@ -410,10 +410,7 @@ void launch_grouped_gemm(const CUtensorMap& tma_a, const CUtensorMap& tma_b,
   auto* kernel = &grouped_gemm_kernel<Traits>;
   constexpr int kClusterN = Traits::kClusterN;
   // Once per device (not stream operations, but kept out of graph captures after the first use).
-  static std::atomic<int> grid_of_device[64] = {};
-  int device = 0;
-  MOERUN_CUDA_CHECK(cudaGetDevice(&device));
-  std::atomic<int>& cached_grid = grid_of_device[device % 64];
+  static PerDevice<int> grid_of_device;
   cudaLaunchConfig_t config{};
   cudaLaunchAttribute cluster{};
   cluster.id = cudaLaunchAttributeClusterDimension;
@@ -425,21 +422,20 @@ void launch_grouped_gemm(const CUtensorMap& tma_a, const CUtensorMap& tma_b,
   config.stream = stream;
   config.attrs = &cluster;
   config.numAttrs = kClusterN > 1 ? 1 : 0;
-  int grid = cached_grid.load(std::memory_order_acquire);
-  if (grid == 0) {
+  const int grid = grid_of_device.get([&](int) {
     MOERUN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                            Traits::kSmemBytes));
-    grid = num_sms / kClusterN * kClusterN;
+    int full = num_sms / kClusterN * kClusterN;
     if constexpr (kClusterN > 1) {
       // NOTE: clusters are placed within a GPC, so fewer than SMs / 2 may fit at once; a
       // persistent grid larger than that would run its last clusters in a second wave.
-      config.gridDim = dim3(static_cast<unsigned>(grid));
+      config.gridDim = dim3(static_cast<unsigned>(full));
       int clusters = 0;
       MOERUN_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&clusters, kernel, &config));
-      if (clusters > 0) grid = std::min(grid, clusters * kClusterN);
+      if (clusters > 0) full = std::min(full, clusters * kClusterN);
     }
-    cached_grid.store(grid, std::memory_order_release);
-  }
+    return full;
+  });
   config.gridDim = dim3(static_cast<unsigned>(grid));
   MOERUN_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, tma_a, tma_b, p));
 }

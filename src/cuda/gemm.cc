@@ -23,6 +23,7 @@
 #include "cuda/gemm/sm90_params.h"
 #include "cuda/gemm/sm90_variants.h"
 #include "cuda/gemm_heuristics.h"
+#include "cuda/per_device.h"
 #include "moerun/config.h"
 #include "moerun/errors.h"
 
@@ -89,11 +90,14 @@ CUtensorMap make_operand_map(const void* base, bool fp8, std::int64_t k, std::in
                      CU_TENSOR_MAP_SWIZZLE_128B, what);
 }
 
+// SMs of the current device (cached per device: launchers ask on every call).
 int sm_count() {
-  int device = 0, count = 0;
-  MOERUN_CUDA_CHECK(cudaGetDevice(&device));
-  MOERUN_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
-  return count;
+  static PerDevice<int> cache;
+  return cache.get([](int device) {
+    int count = 0;
+    MOERUN_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
+    return count;
+  });
 }
 
 bool aligned16(const void* ptr) { return reinterpret_cast<std::uintptr_t>(ptr) % 16 == 0; }

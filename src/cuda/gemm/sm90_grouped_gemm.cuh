@@ -41,9 +41,8 @@
 #include <cuda.h>
 #include <cuda_runtime.h>
 
-#include <atomic>
-#include <cstdint>
 #include <algorithm>
+#include <cstdint>
 #include <type_traits>
 #include <utility>
 
@@ -58,6 +57,7 @@
 #include "cuda/gemm/sm90_params.h"
 #include "cuda/gemm/sm90_scheduler.cuh"
 #include "cuda/gemm/sm90_variants.h"
+#include "cuda/per_device.h"
 
 namespace moerun::cuda::sm90 {
 
@@ -584,10 +584,8 @@ void launch_grouped_gemm(const GroupedGemmMaps& maps, const GroupedGemmParams& p
                          cudaStream_t stream) {
   auto* kernel = &grouped_gemm_kernel<Traits>;
   constexpr int kClusterM = Traits::kClusterM;
-  static std::atomic<int> grid_of_device[64] = {};
-  int device = 0;
-  MOERUN_CUDA_CHECK(cudaGetDevice(&device));
-  std::atomic<int>& cached_grid = grid_of_device[device % 64];
+  // Once per device (not stream operations, but kept out of graph captures after the first use).
+  static PerDevice<int> grid_of_device;
   cudaLaunchConfig_t config{};
   cudaLaunchAttribute cluster{};
   cluster.id = cudaLaunchAttributeClusterDimension;
@@ -599,21 +597,20 @@ void launch_grouped_gemm(const GroupedGemmMaps& maps, const GroupedGemmParams& p
   config.stream = stream;
   config.attrs = &cluster;
   config.numAttrs = kClusterM > 1 ? 1 : 0;
-  int grid = cached_grid.load(std::memory_order_acquire);
-  if (grid == 0) {
+  const int grid = grid_of_device.get([&](int) {
     MOERUN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                            Traits::kSmemBytes));
-    grid = num_sms / kClusterM * kClusterM;
+    int full = num_sms / kClusterM * kClusterM;
     if constexpr (kClusterM > 1) {
       // NOTE: clusters are placed within a GPC, so fewer than SMs / 2 may fit at once; a
       // persistent grid larger than that would run its last clusters in a second wave.
-      config.gridDim = dim3(static_cast<unsigned>(grid));
+      config.gridDim = dim3(static_cast<unsigned>(full));
       int clusters = 0;
       MOERUN_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&clusters, kernel, &config));
-      if (clusters > 0) grid = std::min(grid, clusters * kClusterM);
+      if (clusters > 0) full = std::min(full, clusters * kClusterM);
     }
-    cached_grid.store(grid, std::memory_order_release);
-  }
+    return full;
+  });
   config.gridDim = dim3(static_cast<unsigned>(grid));
   MOERUN_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, maps, p));
 }

@@ -18,12 +18,17 @@ timeout 150 "$build/tests/cuda_test" --gtest_filter='CudaGroupedGemm.*:CudaLayer
 note "tests: $(grep -E '^\[  (PASSED|FAILED) ' "$out/tests.log" | tr '\n' ' ')"
 shapes=()
 [ -n "${PEERS_SHAPES:-}" ] && shapes=(--shapes="$PEERS_SHAPES")
-MOERUN_BIN=$build/tools/moerun bash "$repo/scripts/device-deepgemm.sh" "$dg_src" "${shapes[@]}" \
-  >"$out/peers.log" 2>&1 || { note "FAILED: side by side"; status=1; }
+# (it writes $OUT/deepgemm_side_by_side.{txt,json})
+if ! MOERUN_BIN=$build/tools/moerun bash "$repo/scripts/device-deepgemm.sh" "$dg_src" \
+  "${shapes[@]}" >/tmp/peers.log 2>&1; then
+  note "FAILED: side by side"
+  tail -20 /tmp/peers.log | tee -a "$summary"
+  status=1
+fi
 note "side by side: $(($(date +%s) - start)) s"
 # ncu: one launch of each library's kernel on the profile shape.
 shape=${PROFILE_SHAPE:-contiguous:4:8192:4096:7168}
-echo "$shape" | tr : ' ' | awk '{print $1":"$2":"$3":"$4":"$5}' >"$out/profile-shape.txt"
+echo "$shape" >/tmp/profile-shape.txt
 sections=(--section SpeedOfLight --section WarpStateStats --section MemoryWorkloadAnalysis)
 timeout 120 ncu --clock-control none --kernel-name regex:grouped_gemm --launch-skip 3 \
   --launch-count 1 "${sections[@]}" "$build/tools/moerun" bench-gemm --dtype fp8 --shape "$shape" \
@@ -31,7 +36,7 @@ timeout 120 ncu --clock-control none --kernel-name regex:grouped_gemm --launch-s
 PYTHONPATH=/tmp/dg LD_PRELOAD=$(g++ -print-file-name=libstdc++.so.6) timeout 180 ncu \
   --clock-control none --kernel-name regex:fp8_gemm --launch-skip 3 --launch-count 1 \
   "${sections[@]}" python3 "$repo/bench/deepgemm_side_by_side.py" "$build/tools/moerun" \
-  --dtype=fp8 --repeat=5 --shapes="$out/profile-shape.txt" >"$out/ncu-deepgemm.txt" 2>&1 ||
+  --dtype=fp8 --repeat=5 --shapes=/tmp/profile-shape.txt >"$out/ncu-deepgemm.txt" 2>&1 ||
   { note "FAILED: ncu DeepGEMM"; status=1; }
 for f in moerun deepgemm; do
   note "ncu $f: $(grep -E 'Duration|SM Frequency|Compute \(SM\) Throughput|L2 Cache Throughput' \

@@ -3,6 +3,7 @@
 
 Usage (device; scripts/device-deepgemm.sh builds DeepGEMM and calls this):
   deepgemm_side_by_side.py MOERUN_BIN [--dtype=fp8,bf16] [--shapes=FILE] [--quick] [--repeat=N]
+                           [--no-kineto]   (under a profiler: CUPTI is taken)
 
 Both libraries are timed under both protocols, and each pair is compared under the same one:
   back-to-back: CUDA events around each launch, launches one after another, operands rotated over
@@ -160,12 +161,14 @@ def moerun_runs(binary, dtype, shapes, protocol, repeat):
 
 def main():
     binary = sys.argv[1]
-    dtypes, shapes, repeat = ["fp8", "bf16"], SHAPES, 40
+    dtypes, shapes, repeat, kineto = ["fp8", "bf16"], SHAPES, 40, True
     for arg in sys.argv[2:]:
         if arg.startswith("--dtype="):
             dtypes = arg.split("=", 1)[1].split(",")
         elif arg == "--quick":
             shapes = QUICK
+        elif arg == "--no-kineto":
+            kineto = False
         elif arg.startswith("--repeat="):
             repeat = int(arg.split("=", 1)[1])
         elif arg.startswith("--shapes="):  # a file: one LAYOUT:G:M:N:K a line, # comments
@@ -212,10 +215,11 @@ def main():
                 clock.start()
                 row["dg_events_us"] = events_median_us(fn, sets, repeat)
                 row["dg_events_mhz"] = clock.stop()
-                clock.start()
-                row["dg_kineto_us"] = bench_kineto(lambda: fn(A, B, d, meta), "gemm",
-                                                   suppress_kineto_output=True) * 1e6
-                row["dg_kineto_mhz"] = clock.stop()
+                if kineto:
+                    clock.start()
+                    row["dg_kineto_us"] = bench_kineto(lambda: fn(A, B, d, meta), "gemm",
+                                                       suppress_kineto_output=True) * 1e6
+                    row["dg_kineto_mhz"] = clock.stop()
                 del sets, A, B, d, meta, ref
             except Exception as e:  # noqa: BLE001 - reported, and the run fails
                 row["dg_error"] = f"{type(e).__name__}: {str(e)[:300]}"

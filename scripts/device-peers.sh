@@ -36,7 +36,7 @@ timeout 120 ncu --clock-control none --kernel-name regex:grouped_gemm --launch-s
 PYTHONPATH=/tmp/dg LD_PRELOAD=$(g++ -print-file-name=libstdc++.so.6) timeout 180 ncu \
   --clock-control none --kernel-name regex:fp8_gemm --launch-skip 3 --launch-count 1 \
   "${sections[@]}" python3 "$repo/bench/deepgemm_side_by_side.py" "$build/tools/moerun" \
-  --dtype=fp8 --repeat=5 --shapes=/tmp/profile-shape.txt >"$out/ncu-deepgemm.txt" 2>&1 ||
+  --dtype=fp8 --repeat=5 --no-kineto --shapes=/tmp/profile-shape.txt >"$out/ncu-deepgemm.txt" 2>&1 ||
   { note "FAILED: ncu DeepGEMM"; status=1; }
 for f in moerun deepgemm; do
   note "ncu $f: $(grep -E 'Duration|SM Frequency|Compute \(SM\) Throughput|L2 Cache Throughput' \

@@ -153,7 +153,11 @@ def moerun_runs(binary, dtype, shapes, protocol, repeat):
     spec = ",".join(f"{l}:{g}:{m}:{n}:{k}" for l, g, m, n, k in shapes)
     cmd = [binary, "bench-gemm", "--json", "--skip-ceilings", "--dtype", dtype, "--protocol",
            protocol, "--repeat", str(repeat), "--shape", spec]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired as e:  # a hang must name the shape it was on (stderr)
+        err = e.stderr.decode() if isinstance(e.stderr, bytes) else (e.stderr or "")
+        return {}, f"timed out after {e.timeout} s: {err[-600:]}"
     if p.returncode != 0:
         return {}, f"rc {p.returncode}: {p.stderr[-600:]}"
     return {r["shape"]: r for r in json.loads(p.stdout).get("results", [])}, None

@@ -6,6 +6,7 @@
 
 #include "cuda/cuda_check.h"
 #include "cuda/device_memory.h"
+#include "cuda/runtime.h"
 #include "moerun/errors.h"
 
 namespace moerun::cuda {
@@ -66,7 +67,7 @@ DeviceBuffer::DeviceBuffer(DType dtype, const Shape& shape) {
   const TensorView sized(nullptr, dtype, shape);
   data_ = device_allocate(sized.nbytes(), std::string("a ") + std::string(dtype_name(dtype)) + " " +
                                               shape.to_string() + " device tensor");
-  view_ = TensorView(data_, dtype, shape, {DeviceType::kCuda, 0});
+  view_ = TensorView(data_, dtype, shape, {DeviceType::kCuda, current_device()});
 }
 
 DeviceBuffer::~DeviceBuffer() {

@@ -4,18 +4,19 @@
 // Launch: 256 threads; each segment gets its own run of blocks (at most kMaxBlocksPerSegment),
 // which walk it in 16-byte vectors when it is 16-byte aligned, element by element otherwise. A
 // finding is the key index * 4 + kind, so a minimum over keys is the first bad index. Each block
-// reduces its threads' minima and takes atomicMin into the per-launch minima (device memory); the
-// last block to finish (a ticket counter, the threadfence-reduction pattern) folds them into the
-// host-visible findings with plain stores, one writer per launch, then resets the minima and the
-// ticket for the next launch on the stream.
+// reduces its threads' minima and takes an atomicMax of ~key into the launch's state (device
+// memory zeroed just before on the stream: 0 means nothing found); the last block to finish (a
+// ticket counter in the same state, the threadfence-reduction pattern) folds what was found into
+// the host-visible findings with plain stores, the launch's one writer.
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <climits>
+#include <atomic>
 #include <string>
 
 #include "cuda/cuda_check.h"
 #include "cuda/finite_check.h"
+#include "cuda/workspace.h"
 #include "moerun/errors.h"
 
 namespace moerun::cuda {
@@ -41,10 +42,13 @@ struct Params {
   Segment segments[kMaxCheckSegments];
   int num_segments;
   int total_blocks;
-  unsigned long long* minima;  // [kNumCheckedTensors] device, kNone between launches
-  unsigned int* ticket;        // device, 0 between launches
-  unsigned long long* found;   // [kNumCheckedTensors] mapped host memory
+  unsigned long long* inverted;  // [kNumCheckedTensors] device: ~(first key), 0 = nothing yet
+  unsigned int* ticket;          // device, 0 at the launch
+  unsigned long long* found;     // [kNumCheckedTensors] mapped host memory, kNone = nothing
 };
+
+static_assert(kFiniteCheckStateBytes == (kNumCheckedTensors + 1) * sizeof(unsigned long long),
+              "cuda/workspace.h reserves the check's state: the minima, then the ticket");
 
 // The BadValue of an f32 (as bits) that is bad, or -1 when it is fine.
 __device__ __forceinline__ int f32_bad(unsigned int bits, bool scale) {
@@ -132,7 +136,8 @@ __global__ void __launch_bounds__(kThreads) finite_check_kernel(Params p) {
   if (threadIdx.x == 0) {
     unsigned long long block_min = kNone;
     for (int w = 0; w < kThreads / 32; ++w) block_min = min(block_min, warp_min[w]);
-    if (block_min != kNone) atomicMin(&p.minima[seg.tensor], block_min);
+    // The first key wins: the largest of the inverted keys.
+    if (block_min != kNone) atomicMax(&p.inverted[seg.tensor], ~block_min);
     // The minimum is visible device-wide before this block's ticket is.
     __threadfence();
     last = atomicAdd(p.ticket, 1u) == static_cast<unsigned int>(p.total_blocks - 1);
@@ -141,15 +146,15 @@ __global__ void __launch_bounds__(kThreads) finite_check_kernel(Params p) {
   if (!last || threadIdx.x != 0) return;
   __threadfence();
   for (int t = 0; t < kNumCheckedTensors; ++t) {
-    const unsigned long long m = atomicExch(&p.minima[t], kNone);
+    const unsigned long long inverted = atomicOr(&p.inverted[t], 0ull);  // a coherent read
     // NOTE: host memory is read over the bus only when there is something to record, so that a
-    // clean check costs no host round trip. The only writer of the host copy during this launch;
-    // the host only ever clears it.
+    // clean check costs no host round trip. The launch's one writer of the host copy; the host
+    // only ever clears it.
+    if (inverted == 0) continue;
     volatile unsigned long long* found = p.found + t;
-    if (m != kNone && m < *found) *found = m;
+    if (~inverted < *found) *found = ~inverted;
   }
   __threadfence_system();
-  *p.ticket = 0;
 }
 
 int element_kind(const CheckSegment& s) {
@@ -191,6 +196,8 @@ std::string_view checked_tensor_name(CheckedTensor tensor) {
       return "w2_scale";
     case CheckedTensor::kCorrectionBias:
       return "correction_bias";
+    case CheckedTensor::kHiddenStatesScale:
+      return "hidden_states scale";
   }
   return "unknown";
 }
@@ -214,21 +221,14 @@ FiniteCheck::FiniteCheck() {
   MOERUN_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&host_), bytes, cudaHostAllocMapped));
   for (int t = 0; t < kNumCheckedTensors; ++t) host_[t] = kNone;
   MOERUN_CUDA_CHECK(cudaHostGetDevicePointer(reinterpret_cast<void**>(&mapped_), host_, 0));
-  // The minima, then the ticket (an unsigned int in the next 8 bytes).
-  device_ = static_cast<unsigned long long*>(
-      device_allocate(bytes + sizeof(unsigned long long), "the finiteness check's state"));
-  MOERUN_CUDA_CHECK(cudaMemset(device_, 0xff, bytes));
-  MOERUN_CUDA_CHECK(cudaMemset(device_ + kNumCheckedTensors, 0, sizeof(unsigned long long)));
-  MOERUN_CUDA_CHECK(cudaDeviceSynchronize());
 }
 
 FiniteCheck::~FiniteCheck() {
-  // No throw from a destructor.
-  if (device_ != nullptr) cudaFree(device_);
-  if (host_ != nullptr) cudaFreeHost(host_);
+  if (host_ != nullptr) cudaFreeHost(host_);  // no throw from a destructor
 }
 
-void FiniteCheck::enqueue(std::span<const CheckSegment> segments, cudaStream_t stream) {
+void FiniteCheck::enqueue(std::span<const CheckSegment> segments, void* state,
+                          cudaStream_t stream) const {
   check_arg(segments.size() <= static_cast<std::size_t>(kMaxCheckSegments), "checked tensors",
             "at most " + std::to_string(kMaxCheckSegments), segments.size());
   Params p{};
@@ -239,30 +239,31 @@ void FiniteCheck::enqueue(std::span<const CheckSegment> segments, cudaStream_t s
               device_name(s.view.device()));
     const int kind = element_kind(s);
     if (s.view.numel() == 0) continue;
-    const long long elems_per_block =
-        static_cast<long long>(kThreads) * 16 / static_cast<long long>(dtype_size(s.view.dtype()));
+    const long long elems_per_block = static_cast<long long>(kThreads) * 16 /
+                                      static_cast<long long>(dtype_size(s.view.dtype()));
     const int segment_blocks = static_cast<int>(std::min<long long>(
         kMaxBlocksPerSegment, (s.view.numel() + elems_per_block - 1) / elems_per_block));
-    p.segments[p.num_segments++] = {s.view.data(), s.view.numel(), kind, static_cast<int>(s.tensor),
-                                    blocks,        segment_blocks};
+    p.segments[p.num_segments++] = {s.view.data(), s.view.numel(), kind,
+                                    static_cast<int>(s.tensor), blocks, segment_blocks};
     blocks += segment_blocks;
   }
   if (blocks == 0) return;
+  check_arg(state != nullptr, "finiteness check state", "device memory", "none");
+  MOERUN_CUDA_CHECK(cudaMemsetAsync(state, 0, kFiniteCheckStateBytes, stream));
   p.total_blocks = blocks;
-  p.minima = device_;
-  p.ticket = reinterpret_cast<unsigned int*>(device_ + kNumCheckedTensors);
+  p.inverted = static_cast<unsigned long long*>(state);
+  p.ticket = reinterpret_cast<unsigned int*>(p.inverted + kNumCheckedTensors);
   p.found = mapped_;
   finite_check_kernel<<<blocks, kThreads, 0, stream>>>(p);
   MOERUN_CUDA_CHECK_LAUNCH();
 }
 
-std::optional<Finding> FiniteCheck::take() {
+std::optional<Finding> FiniteCheck::take() const {
   std::optional<Finding> first;
   for (int t = 0; t < kNumCheckedTensors; ++t) {
-    volatile unsigned long long* slot = host_ + t;
-    const unsigned long long key = *slot;
+    // One taker per finding, whatever the threads: an atomic exchange of the host copy.
+    const unsigned long long key = std::atomic_ref<unsigned long long>(host_[t]).exchange(kNone);
     if (key == kNone) continue;
-    *slot = kNone;
     if (!first) {
       first = Finding{static_cast<CheckedTensor>(t), static_cast<std::int64_t>(key / 4),
                       static_cast<BadValue>(key % 4)};

@@ -1,7 +1,9 @@
 // The finiteness check of a layer's device tensors (LayerOptions::check_finite): one kernel over
 // up to kMaxCheckSegments tensors that records, per tensor, its first NaN or infinite element (FP8
 // block scales: also zero or negative) in memory the host reads without waiting. No host sync and
-// no allocation per check, so a forward's check is captured in a CUDA graph with the rest.
+// no allocation per check (its scratch state is kFiniteCheckStateBytes of the forward's
+// workspace), so a forward's check is captured in a CUDA graph with the rest, and forwards on
+// several streams may check at the same time.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -26,8 +28,9 @@ enum class CheckedTensor : std::uint8_t {
   kW2,
   kW2Scale,
   kCorrectionBias,
+  kHiddenStatesScale,  // pre-quantized FP8 hidden states' scales (> 0)
 };
-inline constexpr int kNumCheckedTensors = 8;
+inline constexpr int kNumCheckedTensors = 9;
 std::string_view checked_tensor_name(CheckedTensor tensor);
 
 // What is wrong with the element found.
@@ -47,26 +50,29 @@ struct Finding {
   BadValue value;
 };
 
-// The device state of the checks of one layer: per tensor the first bad element found since the
-// last take(), kept in mapped (zero-copy) host memory that the last block of each check updates.
+// What one layer's checks found: per tensor, the first bad element of the checks that completed
+// since the last take(), in mapped (zero-copy) pinned host memory that the last block of each
+// check updates (and reads over the bus only when it has something to record).
 class FiniteCheck {
  public:
-  FiniteCheck();  // allocates (and waits once, to zero the device state)
+  FiniteCheck();  // allocates the host memory
   ~FiniteCheck();
   FiniteCheck(const FiniteCheck&) = delete;
   FiniteCheck& operator=(const FiniteCheck&) = delete;
 
-  // Enqueues one check of `segments` (empty tensors are skipped) on `stream`; returns at once.
-  void enqueue(std::span<const CheckSegment> segments, cudaStream_t stream);
-  // The first finding recorded by the checks that have completed, in CheckedTensor order (the
-  // smallest bad index of that tensor), and forgets them all; nullopt when there is none. Does not
-  // wait: a check still running on the device is seen by a later call.
-  std::optional<Finding> take();
+  // Enqueues one check of `segments` (empty tensors are skipped) on `stream`, with `state`
+  // (kFiniteCheckStateBytes of device memory, any content: zeroed on the stream first) as its
+  // scratch; returns at once. Checks that may run at the same time need a state each.
+  void enqueue(std::span<const CheckSegment> segments, void* state, cudaStream_t stream) const;
+  // The first finding recorded by the checks that have completed, in CheckedTensor order (of
+  // that tensor, the smallest bad index recorded), and forgets them all; nullopt when there is
+  // none. Does not wait: a check still running on the device is seen by a later call. Safe from
+  // any thread. (Two checks ending at the same time may each record theirs: one of them stays.)
+  std::optional<Finding> take() const;
 
  private:
   unsigned long long* host_ = nullptr;    // [kNumCheckedTensors], mapped pinned host memory
   unsigned long long* mapped_ = nullptr;  // the same memory, as the device addresses it
-  unsigned long long* device_ = nullptr;  // [kNumCheckedTensors] per-launch minima + block count
 };
 
 }  // namespace moerun::cuda

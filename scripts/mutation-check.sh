@@ -12,7 +12,9 @@
 #
 # Usage: scripts/mutation-check.sh [NAME...]   (default: every mutant; NAME as listed by --list)
 # Environment: MUTATION_DIR (scratch sources and build; default build/mutation in this checkout),
-#   MUTATION_JOBS (build jobs, default 2), MUTATION_TIMEOUT_S (per test run, default 600).
+#   MUTATION_JOBS (build jobs, default 2), MUTATION_TIMEOUT_S (per test run, default 600),
+#   MUTATION_FILTER (a --gtest_filter of cpu_test, default every test; 'Regression.*' shows that
+#   the seed bugs' own tests catch every form).
 # Exit status 0 when the unmutated copy passes and every mutant is caught; 1 when a mutant
 # survives, no longer applies (the code it targets moved: update the mutant), or fails to build.
 set -euo pipefail
@@ -33,12 +35,17 @@ mutant() {
   news[$1]=$4
 }
 
-mutant expert0.dispatch src/cpu/dispatch.cc \
-  'const bool owned = id >= first && id < first + local_experts;' \
-  'const bool owned = id > first && id < first + local_experts;'
-mutant expert0.dispatch_local_id src/cpu/dispatch.cc \
-  'out[i] = owned ? id - first : -1;' \
-  'out[i] = owned && id - first > 0 ? id - first : -1;'
+mutant expert0.dispatch src/core/expert_map.cc \
+  'local_ids[i] = id < 0 ? -1 : expert_map[static_cast<std::size_t>(id)];' \
+  'local_ids[i] = id <= 0 ? -1 : expert_map[static_cast<std::size_t>(id)];'
+mutant expert0.dispatch_local_id src/core/expert_map.cc \
+  'local_ids[i] = id < 0 ? -1 : expert_map[static_cast<std::size_t>(id)];' \
+  'local_ids[i] = id < 0 || expert_map[static_cast<std::size_t>(id)] <= 0
+                      ? -1
+                      : expert_map[static_cast<std::size_t>(id)];'
+mutant expert0.contiguous_placement src/core/expert_map.cc \
+  'for (int l = 0; l < local; ++l) map[' \
+  'for (int l = 1; l < local; ++l) map['
 mutant expert0.permute_count src/cpu/permute.cc \
   'if (e >= 0) position[i] = counts[e]++;' \
   'if (e > 0) position[i] = counts[e]++;'
@@ -66,16 +73,19 @@ mutant fp8act.permute src/cpu/permute.cc \
   'const bool fp8 = true;'
 # The silent form: the tensors stay bf16, their values went through FP8.
 mutant fp8act.through_fp8 src/cpu/permute.cc \
-  'const bf16* token = src + t * hidden_size;' \
-  'const bf16* token = src + t * hidden_size;
+  'const void* row = src + static_cast<std::size_t>(t) * in_row_bytes;' \
+  'const void* row = src + static_cast<std::size_t>(t) * in_row_bytes;
       std::vector<float> f8v(static_cast<std::size_t>(hidden_size)), f8s(static_cast<std::size_t>(groups));
       std::vector<fp8e4m3> f8q(f8v.size());
       std::vector<bf16> f8b(f8v.size());
-      for (std::int64_t c = 0; c < hidden_size; ++c) f8v[c] = bf16_to_float(token[c]);
-      quantize_row_fp8(f8v.data(), hidden_size, f8q.data(), f8s.data());
-      for (std::int64_t c = 0; c < hidden_size; ++c)
-        f8b[c] = float_to_bf16(fp8e4m3_to_float(f8q[c]) * f8s[c / kQuantGroup]);
-      if (!fp8) token = f8b.data();'
+      if (!fp8) {
+        for (std::int64_t c = 0; c < hidden_size; ++c)
+          f8v[c] = bf16_to_float(static_cast<const bf16*>(row)[c]);
+        quantize_row_fp8(f8v.data(), hidden_size, f8q.data(), f8s.data());
+        for (std::int64_t c = 0; c < hidden_size; ++c)
+          f8b[c] = float_to_bf16(fp8e4m3_to_float(f8q[c]) * f8s[c / kQuantGroup]);
+        row = f8b.data();
+      }'
 
 mutant bf16acc.combine_sum src/cpu/combine.cc \
   'acc[c] += w * bf16_to_float(values[c]);' \
@@ -146,7 +156,8 @@ run_tests() {  # the test output goes to $scratch/test.log; returns cpu_test's s
   # In a subshell that outlives the test (the `exit` keeps it from exec'ing it), so that its
   # "Aborted" for a test killed by an assertion goes to the log.
   (
-    timeout "$test_timeout" "$build/tests/cpu_test" --gtest_fail_fast
+    timeout "$test_timeout" "$build/tests/cpu_test" --gtest_fail_fast \
+      --gtest_filter="${MUTATION_FILTER:-*}"
     exit $?
   ) >"$scratch/test.log" 2>&1
 }

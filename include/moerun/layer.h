@@ -64,8 +64,8 @@ struct LayerOptions {
   //   check is a kernel on the forward's stream, in its workspace: it never waits and is captured
   //   in a CUDA graph with the rest. What it finds is reported later, on the host, by the first of:
   //   the next forward or forward_routed call on this layer (any stream) made after the check ran,
-  //   or report_pending_errors(). Pre-quantized FP8 hidden states are checked (codes and scales)
-  //   on the CPU backend only.
+  //   or report_pending_errors(). Pre-quantized FP8 hidden states: codes and scales (> 0) too.
+  //   (The CPU oracle checks pre-quantized inputs whatever this option.)
   bool check_finite = true;
 };
 

@@ -239,12 +239,12 @@ void FiniteCheck::enqueue(std::span<const CheckSegment> segments, void* state,
               device_name(s.view.device()));
     const int kind = element_kind(s);
     if (s.view.numel() == 0) continue;
-    const long long elems_per_block = static_cast<long long>(kThreads) * 16 /
-                                      static_cast<long long>(dtype_size(s.view.dtype()));
+    const long long elems_per_block =
+        static_cast<long long>(kThreads) * 16 / static_cast<long long>(dtype_size(s.view.dtype()));
     const int segment_blocks = static_cast<int>(std::min<long long>(
         kMaxBlocksPerSegment, (s.view.numel() + elems_per_block - 1) / elems_per_block));
-    p.segments[p.num_segments++] = {s.view.data(), s.view.numel(), kind,
-                                    static_cast<int>(s.tensor), blocks, segment_blocks};
+    p.segments[p.num_segments++] = {s.view.data(), s.view.numel(), kind, static_cast<int>(s.tensor),
+                                    blocks,        segment_blocks};
     blocks += segment_blocks;
   }
   if (blocks == 0) return;

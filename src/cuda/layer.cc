@@ -65,8 +65,8 @@ LayerBackend::LayerBackend(const MoeConfig& config, const MoeWeights& weights,
     check_weights();
   }
   if (options.own_workspace) {
-    workspace_.reset(device_allocate(
-        plan_.bytes, "the layer's workspace (max_tokens " + std::to_string(plan_.max_tokens) + ")"));
+    workspace_.reset(device_allocate(plan_.bytes, "the layer's workspace (max_tokens " +
+                                                      std::to_string(plan_.max_tokens) + ")"));
     owned_bytes_ = plan_.bytes;
   }
 }
@@ -91,14 +91,14 @@ void LayerBackend::check_weights() const {
     // "invalid w13_scale[3, 1, 0]: expected a finite value > 0, got -0.5": the value read back.
     std::byte element[4] = {};
     const std::size_t size = dtype_size(s.view.dtype());
-    MOERUN_CUDA_CHECK(cudaMemcpy(element,
-                                 static_cast<const std::byte*>(s.view.data()) +
-                                     static_cast<std::size_t>(f->index) * size,
-                                 size, cudaMemcpyDeviceToHost));
-    throw InvalidArgument(std::string(checked_tensor_name(f->tensor)) +
-                              detail::index_text(s.view.shape(), f->index),
-                          s.scale ? detail::kPositiveScale : detail::kFiniteValue,
-                          detail::value_text(TensorView(element, s.view.dtype(), {1}), 0));
+    MOERUN_CUDA_CHECK(cudaMemcpy(
+        element,
+        static_cast<const std::byte*>(s.view.data()) + static_cast<std::size_t>(f->index) * size,
+        size, cudaMemcpyDeviceToHost));
+    throw InvalidArgument(
+        std::string(checked_tensor_name(f->tensor)) + detail::index_text(s.view.shape(), f->index),
+        s.scale ? detail::kPositiveScale : detail::kFiniteValue,
+        detail::value_text(TensorView(element, s.view.dtype(), {1}), 0));
   }
 }
 
@@ -112,11 +112,11 @@ void LayerBackend::report_pending_errors() const {
   if (f->tensor == CheckedTensor::kHiddenStatesScale) columns = config_.hidden_size / kQuantGroup;
   if (f->tensor == CheckedTensor::kRouterLogits) columns = config_.num_experts;
   const bool scale = f->tensor == CheckedTensor::kHiddenStatesScale;
-  throw InvalidArgument(std::string(checked_tensor_name(f->tensor)) +
-                            detail::index_text({1, columns}, f->index),
-                        scale ? detail::kPositiveScale : detail::kFiniteValue,
-                        std::string(bad_value_text(f->value)) +
-                            " (found on the device by the check of an earlier forward)");
+  throw InvalidArgument(
+      std::string(checked_tensor_name(f->tensor)) + detail::index_text({1, columns}, f->index),
+      scale ? detail::kPositiveScale : detail::kFiniteValue,
+      std::string(bad_value_text(f->value)) +
+          " (found on the device by the check of an earlier forward)");
 }
 
 void LayerBackend::check_inputs(const HiddenStates& hidden, const TensorView& second,
@@ -124,7 +124,8 @@ void LayerBackend::check_inputs(const HiddenStates& hidden, const TensorView& se
                                 const Arena& arena) const {
   if (!finite_check_) return;
   std::vector<CheckSegment> inputs{{hidden.data, CheckedTensor::kHiddenStates}};
-  if (hidden.prequantized()) inputs.push_back({hidden.scale, CheckedTensor::kHiddenStatesScale, true});
+  if (hidden.prequantized())
+    inputs.push_back({hidden.scale, CheckedTensor::kHiddenStatesScale, true});
   inputs.push_back({second, which});
   finite_check_->enqueue(inputs, base + arena.finite_check, stream);
 }

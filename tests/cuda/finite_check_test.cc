@@ -16,6 +16,7 @@
 #include "core/metrics.h"
 #include "cpu/layer.h"
 #include "cpu/routing.h"
+#include "cuda/workspace.h"
 #include "cuda_test_util.h"
 #include "moerun/errors.h"
 #include "moerun/layer.h"
@@ -58,7 +59,7 @@ struct OffsetCopy {
     auto* data = static_cast<std::byte*>(storage.view().data()) +
                  static_cast<std::size_t>(offset) * dtype_size(host.dtype());
     MOERUN_CUDA_CHECK(cudaMemcpy(data, host.view().data(), host.nbytes(), cudaMemcpyHostToDevice));
-    view = TensorView(data, host.dtype(), host.shape(), kCudaDevice);
+    view = TensorView(data, host.dtype(), host.shape(), storage.view().device());
   }
 };
 
@@ -67,6 +68,9 @@ TEST(CudaFiniteCheck, FindsWhatTheHostCheckFinds) {
   const std::uint64_t seed = fresh_seed();
   std::mt19937_64 rng(seed);
   cuda::FiniteCheck check;
+  // The check's scratch state (as a forward's workspace holds it), poisoned: enqueue zeroes it.
+  const DeviceTensor state(DType::kI32,
+                           {static_cast<std::int64_t>(cuda::kFiniteCheckStateBytes / 4)});
   struct Kind {
     DType dtype;
     bool scale;
@@ -86,7 +90,7 @@ TEST(CudaFiniteCheck, FindsWhatTheHostCheckFinds) {
           const cuda::CheckSegment segments[] = {
               {a.view, cuda::CheckedTensor::kW13Scale, kind.scale},
               {b.view, cuda::CheckedTensor::kHiddenStates}};
-          check.enqueue(segments, nullptr);
+          check.enqueue(segments, state.view().data(), nullptr);
           MOERUN_CUDA_CHECK(cudaDeviceSynchronize());
           const std::optional<std::int64_t> want = kind.scale
                                                        ? detail::first_bad_scale(host.view())
@@ -113,6 +117,8 @@ TEST(CudaFiniteCheck, KeepsTheFirstFindingOverSeveralLaunches) {
   MOERUN_REQUIRE_GPU();
   std::mt19937_64 rng(fresh_seed());
   cuda::FiniteCheck check;
+  const DeviceTensor state(DType::kI32,
+                           {static_cast<std::int64_t>(cuda::kFiniteCheckStateBytes / 4)});
   HostTensor t = planted(DType::kBF16, false, 5000, 0, rng);
   t.data<bf16>()[4000] = float_to_bf16(kInf);
   const DeviceTensor late = DeviceTensor::from_host(t.view());
@@ -121,8 +127,8 @@ TEST(CudaFiniteCheck, KeepsTheFirstFindingOverSeveralLaunches) {
   const DeviceTensor early = DeviceTensor::from_host(t.view());
   const cuda::CheckSegment first[] = {{late.view(), cuda::CheckedTensor::kRouterLogits}};
   const cuda::CheckSegment second[] = {{early.view(), cuda::CheckedTensor::kRouterLogits}};
-  check.enqueue(first, nullptr);
-  check.enqueue(second, nullptr);
+  check.enqueue(first, state.view().data(), nullptr);
+  check.enqueue(second, state.view().data(), nullptr);
   MOERUN_CUDA_CHECK(cudaDeviceSynchronize());
   const std::optional<cuda::Finding> got = check.take();
   ASSERT_TRUE(got.has_value());

@@ -19,7 +19,7 @@
 #   /tmp/moerun-build), CHECK_BUDGET_S (seconds this script may take, default 560; the sanitizers
 #   get what is left, a step that cannot finish in it fails), MOERUN_CPU_THREADS (default: all
 #   cores).
-# Writes to $OUT: build.log gate.log ctest.log resources.txt sass.txt
+# Writes 8 files to $OUT: build.log gate.log ctest.log resources.txt (with the SASS check)
 #   sanitizer-{memcheck,racecheck,synccheck}.log summary.txt.
 set -uo pipefail
 default_budget=560
@@ -56,9 +56,10 @@ cuobjdump -res-usage "$build/src/libmoerun.a" >"$out/resources.txt" 2>&1 || fail
 stacks=$(grep -c 'STACK:[1-9]' "$out/resources.txt")
 note "kernels with a stack frame: $stacks"
 [ "$stacks" -eq 0 ] || fail "$stacks kernels with a stack frame"
-bash "$repo/scripts/check-sass.sh" "$build/src/libmoerun.a" >"$out/sass.txt" 2>&1 ||
-  fail "check-sass (see sass.txt)"
-note "sass check: $(grep -c ': ok ' "$out/sass.txt") kernels ok, $(grep -c 'FAIL' "$out/sass.txt") failed"
+sass=$(bash "$repo/scripts/check-sass.sh" "$build/src/libmoerun.a" 2>&1) ||
+  fail "check-sass (see resources.txt)"
+printf '\n%s\n' "$sass" >>"$out/resources.txt"
+note "sass check: $(grep -c ': ok ' <<<"$sass") kernels ok, $(grep -c 'FAIL' <<<"$sass") failed"
 
 # 5. The sanitizers, concurrently on the one GPU, each within what is left of the budget.
 every_kernel='CudaRouting.*:CudaDispatch.*:CudaPermute.MatchesOracleBitwise:CudaSiluAndMul.*'
@@ -66,18 +67,18 @@ every_kernel+=':CudaCombine.*:CudaFiniteCheck.KeepsTheFirstFindingOverSeveralLau
 every_kernel+=':CudaGroupedGemm.GroupSizes:CudaGroupedGemm.OverlapCounters'
 every_kernel+=':CudaLayer.AwkwardRouting:CudaLayer.LayoutsOverlapAndRerunsAgreeBitwise'
 every_kernel+=':CudaLayerFinite.GraphReplaysAreCheckedAndReportedAfterTheSync'
+every_kernel+=':CudaEngineApi.ExpertMapAndLocalIds:CudaEngineApi.PrequantizedFp8InputEqualsQuantizingInside'
 slot=$(($(left) - 10))
 sanitize memcheck "$out/sanitizer-memcheck.log" "$slot" \
   ctest --test-dir "$build" -L gpu -j4 --output-on-failure &
 memcheck=$!
 sanitize racecheck "$out/sanitizer-racecheck.log" "$slot" \
-  "$build/tests/cuda_test" --gtest_filter="$every_kernel" >"$out/racecheck.note" &
+  "$build/tests/cuda_test" --gtest_filter="$every_kernel" &
 racecheck=$!
 sanitize synccheck "$out/sanitizer-synccheck.log" "$slot" \
-  "$build/tests/cuda_test" --gtest_filter="$every_kernel" >"$out/synccheck.note" &
+  "$build/tests/cuda_test" --gtest_filter="$every_kernel" &
 synccheck=$!
-# Each ran in a subshell: their notes and failures come back through the logs.
+# Each ran in a subshell: their verdicts come back through the summary they appended to.
 for pid in $memcheck $racecheck $synccheck; do wait "$pid"; done
-for f in "$out/racecheck.note" "$out/synccheck.note"; do cat "$f"; done
 failures=$((failures + $(grep -c '^FAIL: sanitizer' "$summary")))
 finish

@@ -51,7 +51,9 @@ std::string q(const std::filesystem::path& p) {
 }
 
 // The layer's output computed here: router logits in fp32 (h in order), cpu::route, then the CPU
-// oracle in the masked layout, as `moerun run --layout masked` does.
+// oracle in the masked layout, as `moerun run --layout masked` does; DeepSeek-V3's shared experts
+// as a one-expert layer every token goes through with weight 1, its f32 output added to the
+// routed experts' f32 output and rounded once.
 struct Expected {
   HostTensor out;  // [T, H] bf16
   cpu::TopK routing;
@@ -77,10 +79,33 @@ Expected expected_output(const Fixture& f, int layer, const HostTensor& hidden) 
       HostTensor(DType::kBF16, {tokens, h}),
       cpu::route(config.routing, config.num_experts, logits.view(), ref.correction_bias.view()),
       {}};
-  cpu::moe_forward(config, ref.weights(), hidden.view(), x.routing.ids.view(),
-                   x.routing.weights.view(), x.out.view(), {Layout::kMasked});
   x.dense = cpu::dense_reference(config, ref.weights(), hidden.view(), x.routing.ids.view(),
                                  x.routing.weights.view());
+  if (!ref.shared_w13.defined()) {
+    cpu::moe_forward(config, ref.weights(), hidden.view(), x.routing.ids.view(),
+                     x.routing.weights.view(), x.out.view(), {Layout::kMasked});
+    return x;
+  }
+  MoeConfig shared;
+  shared.hidden_size = h;
+  shared.intermediate_size = ref.shared_w13.size(1) / 2;
+  shared.num_experts = 1;
+  shared.routing.top_k = 1;
+  shared.weight_dtype = config.weight_dtype;
+  HostTensor ids(DType::kI32, {tokens, 1}), ones(DType::kF32, {tokens, 1});
+  std::fill(ids.data<int>(), ids.data<int>() + tokens, 0);
+  std::fill(ones.data<float>(), ones.data<float>() + tokens, 1.0f);
+  HostTensor routed(DType::kF32, {tokens, h}), shared_out(DType::kF32, {tokens, h});
+  cpu::moe_forward(config, ref.weights(), hidden.view(), x.routing.ids.view(),
+                   x.routing.weights.view(), routed.view(), {Layout::kMasked});
+  cpu::moe_forward(shared, ref.shared_weights(), hidden.view(), ids.view(), ones.view(),
+                   shared_out.view(), {Layout::kMasked});
+  for (std::int64_t i = 0; i < tokens * h; ++i) {
+    x.out.data<bf16>()[i] = float_to_bf16(routed.data<float>()[i] + shared_out.data<float>()[i]);
+  }
+  const std::vector<double> dense_shared =
+      cpu::dense_reference(shared, ref.shared_weights(), hidden.view(), ids.view(), ones.view());
+  for (std::size_t i = 0; i < x.dense.size(); ++i) x.dense[i] += dense_shared[i];
   return x;
 }
 
@@ -256,18 +281,16 @@ TEST(Info, ListsMoeAndDenseLayersWithDtypesAndBytes) {
   EXPECT_EQ(l1.at("router_dtype"), "BF16");
   EXPECT_EQ(l1.at("bias_dtype"), "F32");
   EXPECT_TRUE(l1.at("shared_experts").get<bool>());
-  // The layer's bytes are those of its router, bias, experts and their scales in the files.
+  // The layer's bytes are those of its router, bias, experts (shared ones too) and their scales.
   std::uint64_t bytes = 0;
   for (const auto& [name, t] : f.tensors) {
-    if (name.starts_with("model.layers.1.mlp.") && !name.starts_with("model.layers.1.mlp.shared")) {
-      bytes += t.bytes.size();
-    }
+    if (name.starts_with("model.layers.1.mlp.")) bytes += t.bytes.size();
   }
   EXPECT_EQ(l1.at("bytes").get<std::uint64_t>(), bytes);
 
   const CliResult text = run_cli("info --model " + q(dir / "model"));
   ASSERT_EQ(text.exit_code, 0) << text.output;
-  EXPECT_NE(text.output.find("not computed by moerun (routed experts only)"), std::string::npos)
+  EXPECT_NE(text.output.find("computed and added to the routed output"), std::string::npos)
       << text.output;
 }
 

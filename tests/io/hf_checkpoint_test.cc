@@ -59,8 +59,10 @@ TEST(HfCheckpoint, InspectsDeepseekV3ShardedFp8) {
   EXPECT_EQ(*info.bias_dtype, StDType::kF32);
   EXPECT_TRUE(info.shared_experts);
   const auto& o = f.options;
-  EXPECT_EQ(info.expert_bytes, static_cast<std::uint64_t>(o.experts * 3 * o.hidden * o.inter));
-  EXPECT_EQ(info.scale_bytes, static_cast<std::uint64_t>(o.experts * 4 * (2 + 2 + 2)));
+  // Routed experts and the one shared expert (n_shared_experts 1, intermediate I).
+  EXPECT_EQ(info.expert_bytes,
+            static_cast<std::uint64_t>((o.experts + 1) * 3 * o.hidden * o.inter));
+  EXPECT_EQ(info.scale_bytes, static_cast<std::uint64_t>((o.experts + 1) * 4 * (2 + 2 + 2)));
   EXPECT_EQ(info.router_bytes,
             static_cast<std::uint64_t>(o.experts * o.hidden * 2 + o.experts * 4));
 }

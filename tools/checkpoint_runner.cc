@@ -202,9 +202,13 @@ HostTensor CheckpointRunner::output() const {
   const std::vector<HostTensor>& outs = m.cuda() ? downloaded : m.outs;
   check_arg(!outs.empty(), "outputs", "run() first", "none");
   if (!m.partials) return outs.front().clone();
-  // The simulated all-reduce: ranks in order, then the shared experts, in fp32, rounded once.
+  // The simulated all-reduce in fp32, rounded once. Rank 0's partial holds the shared experts
+  // (added right after its routed experts), so that the ranks' partials of --ep-rank runs, summed
+  // in rank order, give this output bit for bit.
   cpu::PartialSum sum(m.tokens, m.config.hidden_size);
-  for (const HostTensor& o : outs) sum.add(o.view());
+  sum.add(outs.front().view());
+  if (m.shared) sum.add(outs.back().view());
+  for (std::size_t r = 1; r < m.ranks.size(); ++r) sum.add(outs[r].view());
   if (m.one_rank()) return sum.sum().clone();
   HostTensor out(DType::kBF16, {m.tokens, m.config.hidden_size});
   sum.store_bf16(out.view());

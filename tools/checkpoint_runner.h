@@ -7,7 +7,8 @@
 //         device.
 // run() is the layer forward and nothing else: on CUDA it enqueues the work and waits for the
 // device, with no copy back. output() then brings the result back and sums the partial outputs
-// (the simulated all-reduce of the EP ranks, then the shared experts) in fp32, rounding once.
+// in fp32, rounding once: rank 0's routed experts, the shared experts, then the other ranks (the
+// simulated all-reduce; rank 0's partial is the one that holds the shared experts).
 #pragma once
 
 #include <cstdint>

@@ -233,6 +233,36 @@ FixtureOptions mixtral_options() {
   return o;
 }
 
+std::vector<FixtureCase> layout_cases() {
+  std::vector<FixtureCase> cases;
+  auto add = [&](std::string name, FixtureOptions o, int layer) {
+    cases.push_back({std::move(name), o, layer});
+  };
+  FixtureOptions d = deepseek_v3_options();
+  add("DeepseekV3Fp8PerExpert", d, 1);
+  d.fused = true;
+  add("DeepseekV3Fp8Fused", d, 2);
+  d.shared_experts = 2;
+  add("DeepseekV3Fp8FusedTwoSharedExperts", d, 1);
+  d.expert_dtype = io::StDType::kBF16;
+  d.shared_experts = 0;
+  d.fused = false;
+  d.shards = 1;
+  add("DeepseekV3Bf16NoSharedExperts", d, 1);
+  FixtureOptions q = qwen3_moe_options();
+  add("Qwen3MoeBf16PerExpert", q, 1);
+  q.fused = true;
+  q.qwen3_num_local_experts = true;
+  add("Qwen3MoeBf16FusedNumLocalExperts", q, 0);
+  FixtureOptions m = mixtral_options();
+  add("MixtralBf16BlockSparseMoe", m, 0);
+  m.mixtral_mlp_block = true;
+  add("MixtralBf16MlpPerExpert", m, 1);
+  m.fused = true;
+  add("MixtralBf16MlpFused", m, 0);
+  return cases;
+}
+
 void write_config(const Fixture& fixture) {
   std::ofstream out(fixture.dir / "config.json");
   out << fixture.config.dump(2);

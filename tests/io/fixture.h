@@ -59,6 +59,17 @@ FixtureOptions deepseek_v3_options();  // FP8 + weight_scale_inv, grouped routin
 FixtureOptions qwen3_moe_options();    // BF16, softmax top-k
 FixtureOptions mixtral_options();      // BF16, block_sparse_moe names
 
+// A fixture in one of the layouts and config spellings moerun reads, and the MoE layer to run.
+struct FixtureCase {
+  std::string name;  // "DeepseekV3Fp8Fused", ... (test names)
+  FixtureOptions options;
+  int layer = 0;
+};
+// Every family in each expert layout (per expert, transformers 5's fused tensors), block name
+// (Mixtral's block_sparse_moe and mlp) and expert-count spelling (Qwen3's num_experts and
+// num_local_experts), DeepSeek-V3 with 0, 1 and 2 shared experts.
+std::vector<FixtureCase> layout_cases();
+
 struct StoredBytes {
   io::StDType dtype;
   std::vector<std::int64_t> shape;

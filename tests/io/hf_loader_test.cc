@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "core/metrics.h"
@@ -82,6 +83,74 @@ INSTANTIATE_TEST_SUITE_P(Families, LoadFamily,
                                            Case{"Qwen3MoeBf16", test::qwen3_moe_options, 1},
                                            Case{"MixtralBf16", test::mixtral_options, 0}),
                          [](const auto& param_info) { return std::string(param_info.param.name); });
+
+class LoadLayout : public ::testing::TestWithParam<test::FixtureCase> {};
+
+TEST_P(LoadLayout, EqualsTheCheckpointPackedByHand) {
+  TempDir dir;
+  const test::FixtureCase& c = GetParam();
+  const Fixture f = test::write_fixture(dir.path(), c.options);
+  const HfCheckpoint ckpt(dir.path());
+  const LoadedMoeLayer loaded = load_moe_layer(ckpt, c.layer);
+  expect_layer_equals_reference(loaded, test::reference_layer(f, c.layer));
+  loaded.weights().validate(loaded.config, loaded.config.num_experts, DeviceType::kCpu);
+  EXPECT_EQ(loaded.stats.total_bytes(), loaded.info.total_bytes());
+  EXPECT_EQ(loaded.info.layout, c.options.fused ? ExpertLayout::kFused : ExpertLayout::kPerExpert);
+  EXPECT_EQ(loaded.has_shared(),
+            c.options.family == ModelFamily::kDeepseekV3 && c.options.shared_experts > 0);
+  if (c.options.fused) {
+    // transformers 5's fused tensors are moerun's w13 and w2 already: views of the mapping.
+    EXPECT_TRUE(loaded.routed.w13.mapped());
+    EXPECT_TRUE(loaded.routed.w2.mapped());
+    if (loaded.config.is_fp8()) {
+      EXPECT_TRUE(loaded.routed.w13_scale.mapped());
+    }
+  }
+}
+
+TEST_P(LoadLayout, ExpertParallelRankTakesItsSliceOfEveryLayout) {
+  TempDir dir;
+  const test::FixtureCase& c = GetParam();
+  const Fixture f = test::write_fixture(dir.path(), c.options);
+  LoadOptions options;
+  options.ep_size = 2;
+  options.ep_rank = 1;
+  options.shared_experts = false;
+  const LoadedMoeLayer loaded = load_moe_layer(HfCheckpoint(dir.path()), c.layer, options);
+  const int half = c.options.experts / 2;
+  expect_layer_equals_reference(loaded, test::reference_layer(f, c.layer, half, half),
+                                /*shared=*/false);
+  if (c.options.fused) {
+    EXPECT_TRUE(loaded.routed.w2.mapped()) << "a slice of the fused tensor";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Layouts, LoadLayout, ::testing::ValuesIn(test::layout_cases()),
+                         [](const auto& param_info) { return param_info.param.name; });
+
+TEST(Load, ExpertSubsetLoadsThoseExpertsOnly) {
+  TempDir dir;
+  const Fixture f = test::write_fixture(dir.path(), test::qwen3_moe_options());
+  LoadOptions options;
+  options.experts = {false, false, true, false, false, false, true, false};
+  const LoadedMoeLayer loaded = load_moe_layer(HfCheckpoint(dir.path()), 1, options);
+  const test::ReferenceLayer ref = test::reference_layer(f, 1);
+  const std::size_t per_expert = ref.w13.nbytes() / 8;
+  const auto* got = static_cast<const std::byte*>(loaded.routed.w13.view.data());
+  const auto* want = static_cast<const std::byte*>(ref.w13.view().data());
+  for (int e = 0; e < 8; ++e) {
+    if (options.experts[e]) {
+      EXPECT_EQ(std::memcmp(got + e * per_expert, want + e * per_expert, per_expert), 0) << e;
+    } else {
+      EXPECT_TRUE(std::all_of(got + e * per_expert, got + (e + 1) * per_expert, [](std::byte b) {
+        return b == std::byte{0};
+      })) << e;
+    }
+  }
+  EXPECT_LT(loaded.stats.copied_bytes, loaded.info.expert_bytes / 2);
+  options.experts = {true};
+  EXPECT_THROW(load_moe_layer(HfCheckpoint(dir.path()), 1, options), InvalidArgument);
+}
 
 TEST(Load, Fp8ScaleInvMapsOntoW13ScaleRows) {
   TempDir dir;

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 
+#include "cli_run.h"
 #include "core/metrics.h"
 #include "core/tolerances.h"
 #include "cpu/dense_reference.h"
@@ -21,36 +22,11 @@
 namespace moerun::io {
 namespace {
 
+using test::CliResult;
 using test::Fixture;
+using test::q;
+using test::run_cli;
 using test::TempDir;
-
-struct CliResult {
-  int exit_code = -1;
-  std::string output;  // stdout and stderr
-};
-
-// Runs the moerun binary; `output` holds stdout and, unless `stdout_only` (for --json), stderr.
-// `env`: variable assignments for the shell ("CUDA_VISIBLE_DEVICES=-1 ").
-CliResult run_cli(const std::string& args, bool stdout_only = false, const std::string& env = "") {
-  const std::string command =
-      env + std::string(MOERUN_CLI_PATH) + " " + args + (stdout_only ? " 2>/dev/null" : " 2>&1");
-  FILE* pipe = popen(command.c_str(), "r");
-  CliResult r;
-  if (pipe == nullptr) return r;
-  std::array<char, 4096> buffer{};
-  while (std::fgets(buffer.data(), buffer.size(), pipe) != nullptr) r.output += buffer.data();
-  const int status = pclose(pipe);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
-
-// The path in single quotes, for the shell.
-std::string q(const std::filesystem::path& p) {
-  std::string quoted = "'";  // built piecewise: GCC 12's -Wrestrict misfires on "'" + string
-  quoted += p.string();
-  quoted += "'";
-  return quoted;
-}
 
 // The layer's output computed here: router logits in fp32 (h in order), cpu::route, then the CPU
 // oracle in the masked layout, as `moerun run --layout masked` does; DeepSeek-V3's shared experts

@@ -206,11 +206,16 @@ def main():
     for family, config, layer in tiny_configs():
         model = transformers.AutoModelForCausalLM.from_config(config).to(torch.bfloat16).eval()
         block = moe_block(model, layer)
-        gate = block.gate
-        if hasattr(gate, "e_score_correction_bias"):  # zeros at init: make it matter
-            with torch.no_grad():
-                gate.e_score_correction_bias.copy_(0.05 * torch.randn_like(
-                    gate.e_score_correction_bias.float()).to(gate.e_score_correction_bias.dtype))
+        with torch.no_grad():
+            # Whatever the version's initializer did (or left uninitialized): every matrix of the
+            # block random, the correction bias (zeros at init) too, so that it matters.
+            for p in block.parameters():
+                if p.dim() >= 2:
+                    p.copy_((0.02 * torch.randn(p.shape)).to(p.dtype))
+            gate = block.gate
+            if hasattr(gate, "e_score_correction_bias"):
+                bias = gate.e_score_correction_bias
+                bias.copy_((0.05 * torch.randn(bias.shape)).to(bias.dtype))
         fp8 = family == "deepseek_v3"
         if fp8:
             quantize_model_experts(model)

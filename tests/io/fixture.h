@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -69,6 +70,8 @@ struct FixtureCase {
 // (Mixtral's block_sparse_moe and mlp) and expert-count spelling (Qwen3's num_experts and
 // num_local_experts), DeepSeek-V3 with 0, 1 and 2 shared experts.
 std::vector<FixtureCase> layout_cases();
+// Test output names the case, not its bytes.
+inline void PrintTo(const FixtureCase& c, std::ostream* os) { *os << c.name; }
 
 struct StoredBytes {
   io::StDType dtype;

@@ -1,5 +1,7 @@
 #include "moerun/host_tensor.h"
 
+#include <sys/mman.h>
+
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -18,12 +20,36 @@ std::byte* allocate_aligned(std::size_t bytes) {
 }
 }  // namespace
 
-void HostTensor::FreeAligned::operator()(std::byte* p) const { std::free(p); }
+void HostTensor::Release::operator()(std::byte* p) const {
+  if (mapped_bytes > 0) {
+    munmap(p, mapped_bytes);
+  } else {
+    std::free(p);
+  }
+}
 
 HostTensor::HostTensor(DType dtype, const Shape& shape) {
   const TensorView sized(nullptr, dtype, shape);
   storage_.reset(allocate_aligned(sized.nbytes()));
   view_ = TensorView(storage_.get(), dtype, shape);
+}
+
+HostTensor HostTensor::zeros(DType dtype, const Shape& shape) {
+  // Below this, an ordinary allocation and a memset cost nothing worth a mapping.
+  constexpr std::size_t kMapFrom = std::size_t{1} << 20;
+  const TensorView sized(nullptr, dtype, shape);
+  const std::size_t bytes = sized.nbytes();
+  HostTensor t;
+  if (bytes < kMapFrom) {
+    t = HostTensor(dtype, shape);
+    std::memset(t.storage_.get(), 0, bytes);
+    return t;
+  }
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) throw std::bad_alloc();
+  t.storage_ = std::unique_ptr<std::byte[], Release>(static_cast<std::byte*>(p), Release{bytes});
+  t.view_ = TensorView(p, dtype, shape);
+  return t;
 }
 
 HostTensor HostTensor::clone() const {

@@ -5,8 +5,8 @@
 
 #include <cmath>
 #include <functional>
-#include <type_traits>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "moerun/config.h"
@@ -84,7 +84,8 @@ const std::vector<Field>& fields() {
       routing_number("num_groups", &RoutingConfig::num_groups),
       routing_number("topk_groups", &RoutingConfig::topk_groups),
       routing_number("routed_scaling_factor", &RoutingConfig::routed_scaling_factor),
-      {"weight_dtype", [](const MoeConfig& c) { return nb::cast(std::string(dtype_name(c.weight_dtype))); },
+      {"weight_dtype",
+       [](const MoeConfig& c) { return nb::cast(std::string(dtype_name(c.weight_dtype))); },
        [](MoeConfig& c, nb::handle v) {
          const auto name = as<std::string>(v, "weight_dtype", "'bf16' or 'fp8_e4m3'");
          if (name == "bf16" || name == "bfloat16") {
@@ -181,15 +182,13 @@ void bind_config(nb::module_& m) {
       .def("validate", &MoeConfig::validate)
       .def("to_dict", &to_dict)
       .def_prop_ro("num_local_experts", &MoeConfig::num_local_experts)
-      .def("__eq__", [](const MoeConfig& a, const MoeConfig& b) {
-        return to_dict(a).equal(to_dict(b));
-      })
+      .def("__eq__",
+           [](const MoeConfig& a, const MoeConfig& b) { return to_dict(a).equal(to_dict(b)); })
       .def("__repr__", [](const MoeConfig& c) {
         std::string out = "moerun.MoeConfig(";
         bool first = true;
         for (const Field& f : fields()) {
-          out += (first ? "" : ", ") + std::string(f.name) + "=" +
-                 nb::repr(f.get(c)).c_str();
+          out += (first ? "" : ", ") + std::string(f.name) + "=" + nb::repr(f.get(c)).c_str();
           first = false;
         }
         return out + ")";
@@ -197,8 +196,7 @@ void bind_config(nb::module_& m) {
   for (const Field& f : fields()) {
     cls.def_prop_rw(
         f.name, [&f](const MoeConfig& c) { return f.get(c); },
-        [&f](MoeConfig& c, nb::handle v) { f.set(c, v); },
-        nb::for_setter(nb::arg("value").none()));
+        [&f](MoeConfig& c, nb::handle v) { f.set(c, v); }, nb::for_setter(nb::arg("value").none()));
   }
 }
 

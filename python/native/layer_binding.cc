@@ -68,8 +68,8 @@ void bind_layer(nb::module_& m) {
                                      tensor_arg(w2, "w2"), tensor_arg(w2_scale, "w2_scale"),
                                      tensor_arg(correction_bias, "correction_bias")};
             new (self) Layer(config, weights,
-                             options_of(backend, layout, max_tokens, overlap,
-                                        workspace_limit_bytes, own_workspace));
+                             options_of(backend, layout, max_tokens, overlap, workspace_limit_bytes,
+                                        own_workspace));
           },
           "config"_a, "w13"_a, "w2"_a, "w13_scale"_a = nb::none(), "w2_scale"_a = nb::none(),
           "correction_bias"_a = nb::none(), "backend"_a = "auto", "layout"_a = "auto",
@@ -105,9 +105,9 @@ void bind_layer(nb::module_& m) {
           "stream"_a = 0, "workspace"_a = nb::none())
       .def(
           "forward_routed",
-          [](const Layer& l, nb::handle hidden, nb::handle ids, nb::handle weights,
-             nb::handle out, nb::handle hidden_scale, bool local_ids, nb::handle expert_map,
-             std::uintptr_t stream, nb::handle workspace) {
+          [](const Layer& l, nb::handle hidden, nb::handle ids, nb::handle weights, nb::handle out,
+             nb::handle hidden_scale, bool local_ids, nb::handle expert_map, std::uintptr_t stream,
+             nb::handle workspace) {
             const HiddenStates h = hidden_of(hidden, hidden_scale);
             const TopKRouting routing{tensor_arg(ids, "topk_ids"),
                                       tensor_arg(weights, "topk_weights"),
@@ -119,24 +119,22 @@ void bind_layer(nb::module_& m) {
             l.forward_routed(h, routing, o, context);
           },
           "hidden_states"_a, "topk_ids"_a, "topk_weights"_a, "out"_a,
-          "hidden_states_scale"_a = nb::none(), "local_ids"_a = false,
-          "expert_map"_a = nb::none(), "stream"_a = 0, "workspace"_a = nb::none());
+          "hidden_states_scale"_a = nb::none(), "local_ids"_a = false, "expert_map"_a = nb::none(),
+          "stream"_a = 0, "workspace"_a = nb::none());
 
   m.def(
       "workspace_bytes",
       [](const MoeConfig& config, std::int64_t max_tokens, const std::string& layout, bool overlap,
          std::size_t workspace_limit_bytes) {
-        return workspace_bytes(config,
-                               options_of("cuda", layout, max_tokens, overlap,
-                                          workspace_limit_bytes, false));
+        return workspace_bytes(
+            config, options_of("cuda", layout, max_tokens, overlap, workspace_limit_bytes, false));
       },
       "config"_a, "max_tokens"_a, "layout"_a = "auto", "overlap"_a = false,
       "workspace_limit_bytes"_a = 0,
       "Workspace bytes a CUDA layer needs for forwards of up to max_tokens tokens (no GPU "
       "needed).");
   m.def("cuda_available", &cuda_available);
-  m.def("contiguous_expert_map", &contiguous_expert_map, "num_experts"_a, "ep_size"_a,
-        "ep_rank"_a);
+  m.def("contiguous_expert_map", &contiguous_expert_map, "num_experts"_a, "ep_size"_a, "ep_rank"_a);
   m.def("round_robin_expert_map", &round_robin_expert_map, "num_experts"_a, "ep_size"_a,
         "ep_rank"_a);
 }

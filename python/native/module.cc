@@ -16,8 +16,8 @@ NB_MODULE(_C, m) {
   // message: "moerun: invalid <field>: expected <...>, got <...>".
   static PyObject* error = PyErr_NewException("moerun.Error", PyExc_RuntimeError, nullptr);
   static PyObject* invalid = PyErr_NewException(
-      "moerun.InvalidArgument", nb::make_tuple(nb::handle(error), nb::handle(PyExc_ValueError)).ptr(),
-      nullptr);
+      "moerun.InvalidArgument",
+      nb::make_tuple(nb::handle(error), nb::handle(PyExc_ValueError)).ptr(), nullptr);
   m.attr("Error") = nb::handle(error);
   m.attr("InvalidArgument") = nb::handle(invalid);
   nb::register_exception_translator([](const std::exception_ptr& p, void*) {

@@ -31,9 +31,9 @@ DType dtype_of(nb::dlpack::dtype t, const char* name) {
     if (code == Code::Float8_E4M3FN && t.bits == 8) return DType::kFP8E4M3;
     if (code == Code::Int && t.bits == 32) return DType::kI32;
   }
-  throw InvalidArgument(std::string(name) + " dtype", "float32, bfloat16, float8_e4m3fn or int32",
-                        "DLPack type code " + std::to_string(t.code) + " with " +
-                            std::to_string(t.bits) + " bits");
+  throw InvalidArgument(
+      std::string(name) + " dtype", "float32, bfloat16, float8_e4m3fn or int32",
+      "DLPack type code " + std::to_string(t.code) + " with " + std::to_string(t.bits) + " bits");
 }
 
 // Shape has no constructor from a runtime rank.

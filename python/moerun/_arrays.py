@@ -32,10 +32,11 @@ def invalid(field, expected, actual):
 # --- torch ---------------------------------------------------------------------------------------
 
 _torch_codes = None
+_torch_dtypes = None  # the inverse: moerun dtype code -> torch dtype
 
 
 def _torch_dtype_codes(torch):
-    global _torch_codes
+    global _torch_codes, _torch_dtypes
     if _torch_codes is None:
         _torch_codes = {
             torch.float32: _C.DTYPE_F32,
@@ -43,6 +44,7 @@ def _torch_dtype_codes(torch):
             torch.float8_e4m3fn: _C.DTYPE_FP8_E4M3,
             torch.int32: _C.DTYPE_I32,
         }
+        _torch_dtypes = {code: dtype for dtype, code in _torch_codes.items()}
     return _torch_codes
 
 
@@ -134,8 +136,8 @@ def empty_like_framework(like, shape, dtype_code):
     """An uninitialized array of `like`'s framework and device."""
     if _is_torch(like):
         torch = sys.modules["torch"]
-        dtype = {v: k for k, v in _torch_dtype_codes(torch).items()}[dtype_code]
-        return torch.empty(shape, dtype=dtype, device=like.device)
+        _torch_dtype_codes(torch)
+        return torch.empty(shape, dtype=_torch_dtypes[dtype_code], device=like.device)
     if _is_numpy(like):
         import numpy as np
 

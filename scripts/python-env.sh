@@ -24,4 +24,4 @@ if ! "$venv/bin/python" -c "import nanobind, scikit_build_core, numpy, ml_dtypes
   "$venv/bin/python" -m pip install -q --disable-pip-version-check \
     "scikit-build-core>=1.1" "nanobind>=3.1" numpy ml_dtypes pytest >&2
 fi
-echo "$venv/bin/python"
+echo "$(cd "$venv" && pwd)/bin/python"

@@ -3,6 +3,7 @@
 
 Usage (device; scripts/device-deepgemm.sh builds DeepGEMM and calls this):
   deepgemm_side_by_side.py MOERUN_BIN [--dtype=fp8,bf16] [--shapes=FILE] [--quick] [--repeat=N]
+                           [--no-kineto]   (under a profiler: CUPTI is taken)
 
 Both libraries are timed under both protocols, and each pair is compared under the same one:
   back-to-back: CUDA events around each launch, launches one after another, operands rotated over
@@ -152,7 +153,11 @@ def moerun_runs(binary, dtype, shapes, protocol, repeat):
     spec = ",".join(f"{l}:{g}:{m}:{n}:{k}" for l, g, m, n, k in shapes)
     cmd = [binary, "bench-gemm", "--json", "--skip-ceilings", "--dtype", dtype, "--protocol",
            protocol, "--repeat", str(repeat), "--shape", spec]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired as e:  # a hang must name the shape it was on (stderr)
+        err = e.stderr.decode() if isinstance(e.stderr, bytes) else (e.stderr or "")
+        return {}, f"timed out after {e.timeout} s: {err[-600:]}"
     if p.returncode != 0:
         return {}, f"rc {p.returncode}: {p.stderr[-600:]}"
     return {r["shape"]: r for r in json.loads(p.stdout).get("results", [])}, None
@@ -160,12 +165,14 @@ def moerun_runs(binary, dtype, shapes, protocol, repeat):
 
 def main():
     binary = sys.argv[1]
-    dtypes, shapes, repeat = ["fp8", "bf16"], SHAPES, 40
+    dtypes, shapes, repeat, kineto = ["fp8", "bf16"], SHAPES, 40, True
     for arg in sys.argv[2:]:
         if arg.startswith("--dtype="):
             dtypes = arg.split("=", 1)[1].split(",")
         elif arg == "--quick":
             shapes = QUICK
+        elif arg == "--no-kineto":
+            kineto = False
         elif arg.startswith("--repeat="):
             repeat = int(arg.split("=", 1)[1])
         elif arg.startswith("--shapes="):  # a file: one LAYOUT:G:M:N:K a line, # comments
@@ -212,10 +219,11 @@ def main():
                 clock.start()
                 row["dg_events_us"] = events_median_us(fn, sets, repeat)
                 row["dg_events_mhz"] = clock.stop()
-                clock.start()
-                row["dg_kineto_us"] = bench_kineto(lambda: fn(A, B, d, meta), "gemm",
-                                                   suppress_kineto_output=True) * 1e6
-                row["dg_kineto_mhz"] = clock.stop()
+                if kineto:
+                    clock.start()
+                    row["dg_kineto_us"] = bench_kineto(lambda: fn(A, B, d, meta), "gemm",
+                                                       suppress_kineto_output=True) * 1e6
+                    row["dg_kineto_mhz"] = clock.stop()
                 del sets, A, B, d, meta, ref
             except Exception as e:  # noqa: BLE001 - reported, and the run fails
                 row["dg_error"] = f"{type(e).__name__}: {str(e)[:300]}"

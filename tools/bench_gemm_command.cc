@@ -30,7 +30,7 @@ namespace moerun::tools {
 
 namespace {
 
-// The issue-4 table (docs/gemm.md): DeepSeek-V3's gate-up (N 4096, K 7168) and down (N 7168,
+// The default table (docs/gemm.md): DeepSeek-V3's gate-up (N 4096, K 7168) and down (N 7168,
 // K 2048) GEMMs, prefill (contiguous) and decode (masked).
 const char* const kDefaultShapes[] = {
     "contiguous:4:8192:4096:7168", "contiguous:8:4096:4096:7168", "contiguous:4:8192:7168:2048",
@@ -137,14 +137,14 @@ void add_bench_gemm_command(CLI::App& app, BenchGemmArgs& args) {
       "(1 byte each for FP8, 2 for BF16; FP8 scales not counted) + 2*M*N bytes of bf16 output, "
       "and % of the copy bandwidth and matrix rate measured in the same run. Median of --repeat "
       "event-timed launches after warm-up, operands rotated over more than 2x L2. Shapes: "
-      "--shape (repeatable, comma list), or --layout/--groups/--m/--n/--k, or the issue-4 "
+      "--shape (repeatable, comma list), or --layout/--groups/--m/--n/--k, or DeepSeek-V3's "
       "shapes.");
   cmd->add_option("--dtype", args.dtype, "fp8 (e4m3, 1x128 / 128x128 block scales) or bf16")
       ->check(CLI::IsMember({"fp8", "bf16"}))
       ->capture_default_str();
   cmd->add_option("--shape", args.shapes,
                   "LAYOUT:G:M:N:K[:M_MAX], e.g. masked:32:8:4096:7168 (comma list or repeated; "
-                  "M_MAX default M rounded up to 128); default: the issue-4 shapes")
+                  "M_MAX default M rounded up to 128); default: DeepSeek-V3's shapes")
       ->delimiter(',');
   cmd->add_option("--layout", args.layout, "One shape: masked or contiguous")
       ->check(CLI::IsMember({"masked", "contiguous"}));

@@ -36,7 +36,7 @@ struct BenchGemmArgs {
   // One shape from separate options (0 / empty: not given) ...
   std::string layout;
   std::int64_t groups = 0, m = 0, m_max = 0, n = 0, k = 0;
-  // ... or any number of "LAYOUT:G:M:N:K[:M_MAX]"; neither: the issue-4 shapes.
+  // ... or any number of "LAYOUT:G:M:N:K[:M_MAX]"; neither: DeepSeek-V3's default table.
   std::vector<std::string> shapes;
   std::string variant = "heuristic";  // heuristic | all | a variant name
   // back-to-back: events around each launch, one after the other (operands rotated over 2x L2);

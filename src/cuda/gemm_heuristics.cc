@@ -26,7 +26,7 @@ std::atomic<int> forced_raster_rows{0};
 
 // Contiguous tile order: bands of 16 row blocks (2048 rows), N block by N block inside a band, so
 // the ~132 tiles running at once share ~16 A row blocks and ~8 B column blocks in L2 instead of
-// ~4 row blocks and all of B's N blocks. Measured on the H200 (2026-11-25, contiguous issue-4
+// ~4 row blocks and all of B's N blocks. Measured on the H200 (2026-11-25, contiguous DeepSeek-V3
 // shapes): BF16 +3-5%, FP8 +1.5% at K 7168 and within noise (+-1%) at K 2048; bands of 8 about
 // the same.
 constexpr int kContiguousRasterRows = 16;

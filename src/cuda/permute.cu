@@ -257,6 +257,7 @@ __global__ void __launch_bounds__(kGatherThreads) permute_gather_kernel(GatherPa
       } else if (active) {
         codes = *reinterpret_cast<const uint2*>(static_cast<const std::uint8_t*>(p.hidden) +
                                                 t * p.hidden_size + column);
+        // The input's scales are token-major [T, H / 128] (as engines pass them).
         if (threadIdx.x % 16 == 0) scale = p.hidden_scale[t * (p.hidden_size / 128) + column / 128];
       }
       for (int j = 0; j < p.top_k; ++j) {

@@ -3,29 +3,28 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
-#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <string>
 #include <vector>
 
+#include "checkpoint_runner.h"
 #include "cli_options.h"
-#include "core/checks.h"
-#include "core/metrics.h"
 #include "core/synthetic.h"
 #include "core/tolerances.h"
-#include "cpu/dense_reference.h"
-#include "cpu/ep_reduce.h"
-#include "cpu/router_gemm.h"
-#include "cpu/routing.h"
 #include "io/hf_loader.h"
 #include "io/hidden_states.h"
 #include "io/output_file.h"
 #include "io/safetensors.h"
+#include "layer_runner.h"
+#include "layer_values.h"
 #include "moerun/errors.h"
 #include "moerun/layer.h"
+#include "progress.h"
+#include "reference_check.h"
 #include "remove_on_signal.h"
 #include "run_command.h"
 
@@ -70,7 +69,8 @@ void add_checkpoint_run_options(CLI::App& run, CheckpointRunArgs& args) {
       ->group(group);
   run.add_option("--ep-rank", args.ep_rank,
                  "Load and run only this rank's experts of --ep-size; the output is the rank's "
-                 "f32 partial sum (the ranks' outputs add up to the layer output)")
+                 "f32 partial sum (the ranks' outputs add up to the layer output; rank 0's holds "
+                 "the shared experts)")
       ->check(CLI::NonNegativeNumber)
       ->group(group);
   run.add_flag("--save-routing", args.save_routing,
@@ -82,28 +82,37 @@ void add_checkpoint_run_options(CLI::App& run, CheckpointRunArgs& args) {
       ->capture_default_str()
       ->group(group);
   run.add_flag("--check", args.check,
-               "Compare with the fp64 dense reference (exit 1 above tolerance); not with "
-               "--ep-rank")
+               "Compare every row with the fp64 dense reference: --reference full (exit 1 above "
+               "tolerance); not with --ep-rank")
       ->group(group);
 }
 
 namespace {
 
-// Runs the layer once: one rank's f32 partial (`ranks` holds that rank only and ep_rank mode is
-// on), or every rank with the partials summed in rank order and rounded once (standard EP).
-void forward(std::vector<Layer>& ranks, bool one_rank, const TensorView& hidden,
-             const cpu::TopK& routing, const HostTensor& out) {
-  if (one_rank || ranks.size() == 1) {
-    ranks.front().forward_routed(hidden, routing.ids.view(), routing.weights.view(), out.view());
-    return;
-  }
-  HostTensor partial(DType::kF32, out.shape());
-  cpu::PartialSum sum(out.size(0), out.size(1));
-  for (auto& rank : ranks) {
-    rank.forward_routed(hidden, routing.ids.view(), routing.weights.view(), partial.view());
-    sum.add(partial.view());
-  }
-  sum.store_bf16(out.view());
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// The rows the reference checks: --reference, or --check (all rows); none with --ep-rank.
+ReferenceRows reference_mode(const RunArgs& args) {
+  const CheckpointRunArgs& ck = args.checkpoint;
+  const bool one_rank = ck.ep_rank >= 0;
+  check_arg(!(ck.check && !args.reference.empty() && args.reference != "full"), "--check",
+            "alone or with --reference full (it checks every row)",
+            "--reference " + args.reference);
+  const std::string mode = ck.check ? "full" : args.reference;
+  check_arg(!(one_rank && (ck.check || (!mode.empty() && mode != "none"))),
+            ck.check ? "--check" : "--reference",
+            "none with --ep-rank (the reference needs every expert)", ck.check ? "set" : mode);
+  if (mode.empty()) return one_rank ? ReferenceRows::kNone : ReferenceRows::kSampled;
+  return parse_reference(mode);
+}
+
+std::string megabytes(std::uint64_t bytes) {
+  char text[32];
+  std::snprintf(text, sizeof(text), "%.1f MB", static_cast<double>(bytes) * 1e-6);
+  return text;
 }
 
 // The tensors of --output, in file order: hidden_states, then with --save-routing the routing.
@@ -117,56 +126,39 @@ std::vector<io::TensorToWrite> output_tensors(const TensorView& out, const Tenso
   return tensors;
 }
 
-// Rejects a non-finite value the layer computed from finite inputs (an overflow in its fp32 and
-// bf16 arithmetic), naming the input row it came from and that row's largest magnitude.
-void check_layer_values(const TensorView& result, const char* name, const TensorView& hidden,
-                        const std::string& hidden_source) {
-  const std::optional<std::int64_t> bad = detail::first_non_finite(result);
-  if (!bad) return;
-  const std::int64_t cols = result.size(1), row = *bad / cols;
-  float largest = 0.0f;
-  for (std::int64_t c = 0; c < hidden.size(1); ++c) {
-    largest = std::max(largest,
-                       std::fabs(bf16_to_float(hidden.data_as<bf16>()[row * hidden.size(1) + c])));
-  }
-  char magnitude[32];
-  std::snprintf(magnitude, sizeof(magnitude), "%.3g", static_cast<double>(largest));
-  throw InvalidArgument("hidden states row " + std::to_string(row) + " of " + hidden_source,
-                        "values the layer's fp32 and bf16 arithmetic can hold",
-                        std::string(name) + detail::index_text(result.shape(), *bad) + " = " +
-                            detail::value_text(result, *bad) + " (the row's largest magnitude is " +
-                            magnitude + "); nothing was written");
-}
-
 }  // namespace
 
 int run_checkpoint(const RunArgs& args) {
   const CheckpointRunArgs& ck = args.checkpoint;
   const io::HfCheckpoint checkpoint(args.model);
+  const io::HfConfig& hc = checkpoint.config();
   int layer = ck.layer;
   if (layer < 0) {
-    const std::vector<int> moe = checkpoint.config().moe_layers();
-    if (moe.empty()) throw Error(checkpoint.config().source + ": no MoE layer");
+    const std::vector<int> moe = hc.moe_layers();
+    if (moe.empty()) throw Error(hc.source + ": no MoE layer");
     layer = moe.front();
   }
+  checkpoint.require_moe_layer(layer);
   const bool one_rank = ck.ep_rank >= 0;
   check_arg(!one_rank || ck.ep_rank < args.ep_size, "--ep-rank",
             "< --ep-size (" + std::to_string(args.ep_size) + ")", ck.ep_rank);
-  check_arg(!(one_rank && ck.check), "--check",
-            "without --ep-rank (the reference needs every expert)", "both");
+  const ReferenceRows reference = reference_mode(args);
+  const Backend asked = parse_backend(args.backend);
+  const Backend backend = resolve_backend(asked);
+  const std::int64_t h = hc.hidden_size;
+  const std::int64_t tokens_default = default_tokens(hc.moe_config(), backend);
   const bool check_finite = !args.no_finite_checks;
-
-  // The inputs and the output come before the load, which may take minutes: a bad input, an
-  // output that is an input or cannot be written, or a disk too small for it fails at once.
-  const std::int64_t h = checkpoint.config().moe_config().hidden_size;
-  const HostTensor hidden = ck.input.empty() ? random_hidden_states(args.tokens, h, args.seed)
-                                             : io::read_hidden_states(ck.input, h, check_finite);
+  const HostTensor hidden =
+      ck.input.empty()
+          ? random_hidden_states(args.tokens >= 0 ? args.tokens : tokens_default, h, args.seed)
+          : io::read_hidden_states(ck.input, h, check_finite);
   const std::string hidden_source =
       ck.input.empty() ? "the random hidden states (--seed " + std::to_string(args.seed) + ")"
                        : "'" + ck.input + "'";
   const std::int64_t tokens = hidden.size(0);
-  const HostTensor out(one_rank ? DType::kF32 : DType::kBF16, {tokens, h});
-  const int top_k = checkpoint.config().moe_config().top_k();
+
+  // The output before the load, which may take minutes: an output that is an input, cannot be
+  // written, or would not fit on the disk fails now, and the space is claimed.
   const std::map<std::string, std::string> metadata{
       {"producer", "moerun"},
       {"model", args.model},
@@ -181,57 +173,48 @@ int run_checkpoint(const RunArgs& args) {
     if (!ck.input.empty()) inputs.emplace_back(ck.input);
     output.emplace(ck.output, inputs);
     remove_on_signal.emplace(output->temporary_path());
-    // Shapes only: the routing is not computed yet.
-    const TensorView ids_shape(nullptr, DType::kI32, {tokens, top_k});
-    const TensorView weights_shape(nullptr, DType::kF32, {tokens, top_k});
+    // Shapes only: nothing is computed yet.
+    const int k = hc.moe_config().top_k();
+    const TensorView out_shape(nullptr, one_rank ? DType::kF32 : DType::kBF16, {tokens, h});
+    const TensorView ids_shape(nullptr, DType::kI32, {tokens, k});
+    const TensorView weights_shape(nullptr, DType::kF32, {tokens, k});
     output->reserve(io::safetensors_file_size(
-        output_tensors(out.view(), ids_shape, weights_shape, ck.save_routing), metadata));
+        output_tensors(out_shape, ids_shape, weights_shape, ck.save_routing), metadata));
   }
 
-  io::LoadOptions load_options;
-  load_options.quantize_fp8 = ck.quantize == "fp8";
-  load_options.ep_size = one_rank ? args.ep_size : 1;
-  load_options.ep_rank = one_rank ? ck.ep_rank : 0;
-  load_options.check_finite = check_finite;
-  const io::LoadedMoeLayer loaded = io::load_moe_layer(checkpoint, layer, load_options);
-  MoeConfig config = loaded.config;
-  if (!one_rank) config.ep_size = args.ep_size;
-  config.validate();
-
-  const HostTensor logits = cpu::router_logits(hidden.view(), loaded.router_weight.view());
-  check_layer_values(logits.view(), "router_logits", hidden.view(), hidden_source);
-  const cpu::TopK routing =
-      cpu::route(config.routing, config.num_experts, logits.view(), loaded.correction_bias.view());
-
-  LayerOptions options;
-  options.backend = parse_backend(args.backend);
+  CheckpointRunOptions options;
+  options.backend = backend;
   options.layout = parse_layout(args.layout);
-  // The loader and read_hidden_states checked every value already, naming file and tensor.
-  options.check_finite = false;
-  const MoeWeights weights = loaded.weights();
-  std::vector<Layer> ranks;
-  if (one_rank) {
-    ranks.emplace_back(config, weights, options);
-  } else {
-    const int local = config.num_local_experts();
-    for (int r = 0; r < config.ep_size; ++r) {
-      MoeConfig rank_config = config;
-      rank_config.ep_rank = r;
-      ranks.emplace_back(rank_config, weights.slice_experts(r * local, local), options);
-    }
-  }
+  options.ep_size = args.ep_size;
+  options.ep_rank = ck.ep_rank;
+  options.quantize_fp8 = ck.quantize == "fp8";
+  options.tokens = tokens;
+  options.check_finite = check_finite;
+  options.hidden_source = hidden_source;
+  Progress load_progress("loading layer " + std::to_string(layer) +
+                         (backend == Backend::kCuda ? " onto the device" : ""));
+  CheckpointRunner runner(checkpoint, layer, options, [&](double f) { load_progress.update(f); });
+  load_progress.done();
+  const MoeConfig& config = runner.config();
+  runner.set_input(hidden);
+  // CUDA: one untimed forward first (module load, first touch of the workspaces).
+  if (backend == Backend::kCuda) runner.run();
   std::vector<double> seconds;
+  Progress forward_progress("forward");
   for (int i = 0; i < args.repeat; ++i) {
     const auto start = std::chrono::steady_clock::now();
-    forward(ranks, one_rank, hidden.view(), routing, out);
+    runner.run();
     seconds.push_back(
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    forward_progress.update(static_cast<double>(i + 1) / args.repeat);
   }
-  std::sort(seconds.begin(), seconds.end());
-  const double time_s = seconds[seconds.size() / 2];
+  forward_progress.done();
+  const double time_s = median(seconds);
+  const HostTensor out = runner.output();
+  const cpu::TopK routing = runner.routing();
+
   // Finite inputs can still overflow inside the layer: such an output is never written.
   check_layer_values(out.view(), "hidden_states", hidden.view(), hidden_source);
-
   if (output) {
     io::write_safetensors(
         *output,
@@ -239,65 +222,102 @@ int run_checkpoint(const RunArgs& args) {
         metadata);
   }
 
-  std::optional<double> error;
-  const double tolerance = layer_tolerance(config.weight_dtype);
-  if (ck.check) {
-    MoeConfig all = config;
+  std::optional<ReferenceResult> checked;
+  const std::vector<std::int64_t> rows = reference_rows(reference, tokens);
+  if (!rows.empty()) {
+    const io::LoadedMoeLayer& host =
+        runner.host_weights(experts_of_rows(routing.ids.view(), rows, config.num_experts));
+    MoeConfig all = host.config;
     all.ep_size = 1;
     all.ep_rank = 0;
-    error = relative_error(out.view(),
-                           cpu::dense_reference(all, weights, hidden.view(), routing.ids.view(),
-                                                routing.weights.view()));
+    std::vector<ReferencePart> parts{
+        {all, host.weights(), routing.ids.view(), routing.weights.view()}};
+    // The shared experts: every token through the one expert with weight 1.
+    HostTensor shared_ids(DType::kI32, {tokens, 1}), shared_weights(DType::kF32, {tokens, 1});
+    std::fill(shared_ids.data<int>(), shared_ids.data<int>() + tokens, 0);
+    std::fill(shared_weights.data<float>(), shared_weights.data<float>() + tokens, 1.0f);
+    if (host.has_shared()) {
+      parts.push_back(
+          {host.shared_config, host.shared_weights(), shared_ids.view(), shared_weights.view()});
+    }
+    Progress progress("fp64 dense reference (" + std::to_string(rows.size()) + " rows)");
+    checked = check_rows(out.view(), hidden.view(), parts, rows, /*also_unquantized=*/false,
+                         [&](double f) { progress.update(f); });
   }
-  const bool ok = !error || *error <= tolerance;
-  const io::LoadStats& stats = loaded.stats;
-  const Backend backend = ranks.front().backend();
-  const Layout layout = ranks.front().layout_for(tokens);
+  const double tolerance = layer_tolerance(config.weight_dtype);
+  const bool ok = !checked || checked->error <= tolerance;
+  const double tokens_per_s = time_s > 0 ? static_cast<double>(tokens) / time_s : 0.0;
+  const io::LoadStats& stats = runner.load().stats;
+  const std::vector<std::string>& notes = runner.load().notes;
+  const Layout layout = runner.layout_for(tokens);
+  const std::string why = backend_reason(asked, backend);
+  const bool shared = runner.shared_config().num_experts > 0;
   if (args.json) {
     nlohmann::json j;
     j["model"] = args.model;
-    j["model_type"] = io::model_type_name(checkpoint.config().family);
+    j["model_type"] = io::model_type_name(hc.family);
     j["layer"] = layer;
     j["config"] = describe(config);
+    j["config_defaults"] = hc.defaults;
+    j["experts_layout"] = io::expert_layout_name(runner.info().layout);
+    j["shared_experts"] = shared ? hc.n_shared_experts : 0;
     j["tokens"] = tokens;
     j["backend"] = backend_name(backend);
+    j["backend_reason"] = why;
+    if (backend == Backend::kCpu) j["cuda"] = cuda_unavailable_reason();
     j["layout"] = layout_name(layout);
     j["time_s"] = time_s;
+    j["tokens_per_s"] = tokens_per_s;
     j["load"] = {{"seconds", stats.seconds},
                  {"mapped_bytes", stats.mapped_bytes},
                  {"copied_bytes", stats.copied_bytes},
                  {"converted_bytes", stats.converted_bytes},
-                 {"notes", loaded.notes}};
-    if (loaded.quantization) {
-      j["quantization_error"] = {{"w13", loaded.quantization->w13_error},
-                                 {"w2", loaded.quantization->w2_error}};
+                 {"uploaded_bytes", stats.uploaded_bytes},
+                 {"notes", notes}};
+    if (const auto& q = runner.load().quantization) {
+      j["quantization_error"] = {{"w13", q->w13_error}, {"w2", q->w2_error}};
     }
     if (!ck.output.empty()) j["output"] = ck.output;
-    if (error) {
-      j["relative_error"] = *error;
+    j["reference"] = {{"mode", reference_rows_name(reference)},
+                      {"rows", static_cast<std::int64_t>(rows.size())}};
+    if (checked) {
+      j["relative_error"] = checked->error;
       j["tolerance"] = tolerance;
-      j["ok"] = ok;
     }
+    j["ok"] = ok;
     std::printf("%s\n", j.dump(2).c_str());
   } else {
     std::printf("moerun run --model %s\n", args.model.c_str());
-    std::printf("  layer      %d (%s, routed experts only)\n", layer,
-                std::string(io::model_type_name(checkpoint.config().family)).c_str());
+    std::printf("  layer      %d (%s, %s experts%s)\n", layer,
+                std::string(io::model_type_name(hc.family)).c_str(),
+                std::string(io::expert_layout_name(runner.info().layout)).c_str(),
+                shared ? ", shared experts computed" : "");
     std::printf("  config     %s\n", describe(config).c_str());
-    std::printf("  load       %.3f s: %.1f MB mapped, %.1f MB copied, %.1f MB converted\n",
-                stats.seconds, static_cast<double>(stats.mapped_bytes) * 1e-6,
-                static_cast<double>(stats.copied_bytes) * 1e-6,
-                static_cast<double>(stats.converted_bytes) * 1e-6);
-    for (const auto& note : loaded.notes) std::printf("             %s\n", note.c_str());
+    if (!hc.defaults.empty()) {
+      std::string list;
+      for (const auto& d : hc.defaults) list += (list.empty() ? "" : ", ") + d;
+      std::printf("  defaults   %s (transformers' own, for keys config.json lacks)\n",
+                  list.c_str());
+    }
+    std::printf("  load       %.3f s: %s mapped, %s copied, %s converted, %s uploaded\n",
+                stats.seconds, megabytes(stats.mapped_bytes).c_str(),
+                megabytes(stats.copied_bytes).c_str(), megabytes(stats.converted_bytes).c_str(),
+                megabytes(stats.uploaded_bytes).c_str());
+    for (const auto& note : notes) std::printf("             %s\n", note.c_str());
     std::printf("  tokens     %lld (%s)\n", static_cast<long long>(tokens),
                 ck.input.empty() ? "random" : ck.input.c_str());
-    std::printf("  backend    %s, layout %s\n", std::string(backend_name(backend)).c_str(),
-                std::string(layout_name(layout)).c_str());
-    std::printf("  time       %.3f ms (median of %d)\n", time_s * 1e3, args.repeat);
+    std::printf("  backend    %s (%s), layout %s\n", std::string(backend_name(backend)).c_str(),
+                why.c_str(), std::string(layout_name(layout)).c_str());
+    std::printf("  time       %.3f ms (median of %d; router, routing and experts, no copy back)\n",
+                time_s * 1e3, args.repeat);
+    std::printf("  tokens/s   %.1f\n", tokens_per_s);
     if (!ck.output.empty()) std::printf("  output     %s\n", ck.output.c_str());
-    if (error) {
-      std::printf("  error      %.3e relative to the fp64 dense reference (tolerance %.1e): %s\n",
-                  *error, tolerance, ok ? "ok" : "ABOVE TOLERANCE");
+    if (checked) {
+      std::printf(
+          "  error      %.3e relative to the fp64 dense reference on %lld of %lld rows "
+          "(tolerance %.1e): %s\n",
+          checked->error, static_cast<long long>(checked->rows), static_cast<long long>(tokens),
+          tolerance, ok ? "ok" : "ABOVE TOLERANCE");
     }
   }
   return ok ? 0 : 1;

@@ -20,7 +20,7 @@ void add_info_command(CLI::App& app, InfoArgs& args) {
       "info",
       "List the layers of a Hugging Face MoE checkpoint (DeepSeek-V3, Qwen3-MoE, Mixtral): which "
       "are MoE and which dense, and each MoE layer's routed experts: shapes, dtypes and bytes, "
-      "every tensor checked against config.json. Shared experts are listed but not computed.");
+      "every tensor checked against config.json (and DeepSeek-V3's shared experts).");
   info->add_option("--model", args.model, "Checkpoint directory (config.json + safetensors)")
       ->required()
       ->check(CLI::ExistingDirectory);
@@ -124,7 +124,9 @@ int info_command(const InfoArgs& args) {
   const std::string shared =
       c.n_shared_experts > 0
           ? std::to_string(c.n_shared_experts) +
-                " shared expert(s) per MoE layer: not computed by moerun (routed experts only)"
+                " shared expert(s) per MoE layer: one dense MLP of intermediate size " +
+                std::to_string(c.shared_intermediate_size()) +
+                " on every token, computed and added to the routed output"
           : "none";
 
   nlohmann::json j;
@@ -138,6 +140,7 @@ int info_command(const InfoArgs& args) {
   j["top_k"] = c.routing.top_k;
   j["fp8_block_scaled"] = c.fp8_block_scaled;
   j["n_shared_experts"] = c.n_shared_experts;
+  j["config_defaults"] = c.defaults;
   j["sharded"] = checkpoint.store().sharded();
   j["files"] = files;
   // Every MoE layer's tensors are checked against these shapes (from config.json) below.
@@ -167,7 +170,7 @@ int info_command(const InfoArgs& args) {
     std::printf("  files       %zu%s\n", files.size(),
                 checkpoint.store().sharded() ? " shards (model.safetensors.index.json)" : "");
     std::printf("  %-6s %-6s %-9s %-8s %-8s %-8s %s\n", "layer", "kind", "experts", "scales",
-                "router", "bias", "bytes (routed experts + router)");
+                "router", "bias", "bytes (experts + router)");
   }
   std::uint64_t total = 0;
   for (int layer : layers) {
@@ -184,6 +187,7 @@ int info_command(const InfoArgs& args) {
     const std::string bias_dtype(info.bias_dtype ? io::st_dtype_name(*info.bias_dtype) : "-");
     nlohmann::json l = {{"layer", layer},
                         {"kind", "moe"},
+                        {"experts_layout", io::expert_layout_name(info.layout)},
                         {"expert_dtype", expert_dtype},
                         {"weight_scale_inv", info.fp8_scales},
                         {"router_dtype", router_dtype},
@@ -196,9 +200,10 @@ int info_command(const InfoArgs& args) {
     if (info.bias_dtype) l["bias_dtype"] = bias_dtype;
     j["layers"].push_back(l);
     if (!args.json) {
-      std::printf("  %-6d %-6s %-9s %-8s %-8s %-8s %s\n", layer, "moe", expert_dtype.c_str(),
+      std::printf("  %-6d %-6s %-9s %-8s %-8s %-8s %s (%s)\n", layer, "moe", expert_dtype.c_str(),
                   info.fp8_scales ? "F32" : "-", router_dtype.c_str(), bias_dtype.c_str(),
-                  human_bytes(info.total_bytes()).c_str());
+                  human_bytes(info.total_bytes()).c_str(),
+                  std::string(io::expert_layout_name(info.layout)).c_str());
     }
   }
   j["moe_bytes"] = total;

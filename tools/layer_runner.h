@@ -1,12 +1,16 @@
-// `moerun run`'s forward: the EP ranks of a synthetic job (standard mode, simulated on one device)
-// on the CPU or the CUDA backend. On CUDA the weights and inputs are uploaded once and freed with
-// the runner; each run() computes every rank on the device and brings the output back.
+// `moerun run`'s forward of a synthetic job: the EP ranks (standard mode, simulated on one device)
+// on the CPU or the CUDA backend. On CUDA the weights live on the device (uploaded once, or
+// generated there) and the inputs are uploaded once; run() computes every rank and waits for the
+// device, with no copy back, so that its time is the forward's; output() then copies back and
+// sums the ranks' partials (the all-reduce, simulated).
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
+#include "core/synthetic.h"
 #include "moerun/config.h"
 #include "moerun/host_tensor.h"
 #include "moerun/layer.h"
@@ -20,31 +24,50 @@ Backend resolve_backend(Backend asked);
 // Empty when the CUDA backend can run here; else why not ("no usable CUDA device: ..." or "this
 // build has no CUDA backend ...").
 std::string cuda_unavailable_reason();
+// Why `chosen` runs, for reports: "--backend cpu", "auto: NVIDIA H200 (sm_90, 139 GiB)",
+// "auto: no usable CUDA device: ...".
+std::string backend_reason(Backend asked, Backend chosen);
+
+// The batch `moerun run` uses without --tokens: 256, except on the CPU backend for large layers:
+// the largest power of two <= 256 whose routed-expert math (T x k x 6 H I flops) stays within
+// 8 GFLOP, at least 8 tokens (DeepSeek-V3 and Mixtral-8x7B: 8; Qwen3-30B-A3B: 64).
+std::int64_t default_tokens(const MoeConfig& config, Backend backend);
 
 class LayerRunner {
  public:
-  // `all`: host weights of all E experts; `options.backend` kAuto picks CUDA when
-  // cuda_available(). Rejects kCuda without a usable device ("no usable CUDA device: why").
+  // `all`: host weights of all E experts, uploaded on CUDA. `options.backend` is resolved
+  // (kCpu or kCuda).
   LayerRunner(const MoeConfig& config, const MoeWeights& all, std::int64_t tokens,
               LayerOptions options);
+  // CUDA: random weights of all E experts generated on the device (cuda::random_device_weights).
+  static LayerRunner with_device_weights(const MoeConfig& config, std::uint64_t seed,
+                                         std::int64_t tokens, LayerOptions options);
   ~LayerRunner();
+  LayerRunner(LayerRunner&&) noexcept;
   LayerRunner(const LayerRunner&) = delete;
   LayerRunner& operator=(const LayerRunner&) = delete;
 
   Backend backend() const;
   Layout layout() const;
+  // The weights' correction bias on the host (grouped routing; undefined otherwise).
+  HostTensor correction_bias() const;
 
   // hidden [T, H] bf16, topk_ids / topk_weights [T, k] (host). Uploaded once on CUDA.
   void set_inputs(const TensorView& hidden, const TensorView& topk_ids,
                   const TensorView& topk_weights);
-  // One forward of every rank, partial outputs summed in fp32 in rank order and rounded once;
-  // returns when `output()` holds the result. On CUDA the device-side finiteness checks are
-  // reported here, after the output's download has waited for them.
+  // One forward of every rank; returns when the device is done (no copy back), reporting on CUDA
+  // what the forwards' finiteness checks found.
   void run();
-  // [T, H] bf16 on the host.
-  const HostTensor& output() const;
+  // After run(): [T, H] bf16 on the host, the ranks' partials summed in fp32 in rank order and
+  // rounded once.
+  HostTensor output() const;
+  // Host weights of all E experts for a reference, valid until the next call: on the CPU the
+  // weights given; on CUDA a copy of the flagged experts (the others zeros).
+  MoeWeights host_weights(const std::vector<bool>& experts);
 
  private:
+  LayerRunner();
+  void build_ranks(const MoeWeights& all, LayerOptions options);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

@@ -6,10 +6,12 @@
 // against the CUDA toolkit's host functions in tests/core/dtype_test.cu.
 #pragma once
 
+#include <array>
 #include <bit>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <string_view>
 
 namespace moerun {
@@ -42,7 +44,32 @@ inline bf16 float_to_bf16(float x) {
 // Rounds a float to the nearest bf16 value and returns it widened again.
 inline float round_to_bf16(float x) { return bf16_to_float(float_to_bf16(x)); }
 
-float fp8e4m3_to_float(fp8e4m3 x);
+namespace detail {
+// e4m3fn code -> value: (-1)^s (1 + m/8) 2^(e-7), subnormals m 2^-9, 0x7F/0xFF NaN. Built at
+// compile time (no initialization order to get wrong) and inlined: the CPU oracle decodes every
+// weight byte it multiplies.
+constexpr std::array<float, 256> make_fp8e4m3_values() {
+  std::array<float, 256> t{};
+  for (int code = 0; code < 256; ++code) {
+    const int exponent = (code >> 3) & 0xf, mantissa = code & 0x7;
+    float magnitude;
+    if (exponent == 0xf && mantissa == 0x7) {
+      magnitude = std::numeric_limits<float>::quiet_NaN();
+    } else if (exponent == 0) {
+      magnitude = static_cast<float>(mantissa) * 0x1p-9f;
+    } else {
+      const float scale =
+          std::bit_cast<float>(static_cast<std::uint32_t>(exponent - 10 + 127) << 23);
+      magnitude = static_cast<float>(8 + mantissa) * scale;
+    }
+    t[static_cast<std::size_t>(code)] = (code & 0x80) != 0 ? -magnitude : magnitude;
+  }
+  return t;
+}
+inline constexpr std::array<float, 256> kFp8E4M3Values = make_fp8e4m3_values();
+}  // namespace detail
+
+inline float fp8e4m3_to_float(fp8e4m3 x) { return detail::kFp8E4M3Values[x.bits]; }
 fp8e4m3 float_to_fp8e4m3(float x);
 
 // Rounds a float to the nearest e4m3fn value (saturating) and returns it widened again.

@@ -15,6 +15,9 @@ class HostTensor {
   // Uninitialized storage: callers write every element they later read. Out of memory throws a
   // ResourceError naming the bytes, dtype and shape.
   HostTensor(DType dtype, const Shape& shape);
+  // Zero-filled storage. Large tensors are mapped fresh from the OS, whose pages read as zero and
+  // take memory only once written: a 10 GB tensor of which a few experts are filled costs those.
+  static HostTensor zeros(DType dtype, const Shape& shape);
   HostTensor(HostTensor&&) noexcept = default;
   HostTensor& operator=(HostTensor&&) noexcept = default;
   HostTensor(const HostTensor&) = delete;
@@ -35,10 +38,14 @@ class HostTensor {
   bool defined() const { return view_.defined(); }
 
  private:
-  struct FreeAligned {
+  // Frees either kind of storage: aligned_alloc (mapped_bytes 0) or an anonymous mapping. (No
+  // member initializer: GCC rejects default-constructing a nested class that has one before the
+  // enclosing class is complete; value-initialization zeroes it.)
+  struct Release {
+    std::size_t mapped_bytes;
     void operator()(std::byte* p) const;
   };
-  std::unique_ptr<std::byte[], FreeAligned> storage_;
+  std::unique_ptr<std::byte[], Release> storage_;
   TensorView view_;
 };
 

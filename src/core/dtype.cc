@@ -1,7 +1,5 @@
 #include "moerun/dtype.h"
 
-#include <array>
-#include <limits>
 #include <string>
 
 #include "moerun/errors.h"
@@ -34,37 +32,6 @@ std::string_view dtype_name(DType dtype) {
   }
   return "unknown";
 }
-
-namespace {
-
-float decode_fp8e4m3(std::uint8_t bits) {
-  const bool negative = (bits & 0x80u) != 0;
-  const int exponent = (bits >> 3) & 0xf;
-  const int mantissa = bits & 0x7;
-  float magnitude;
-  if (exponent == 0xf && mantissa == 0x7) {
-    magnitude = std::numeric_limits<float>::quiet_NaN();
-  } else if (exponent == 0) {
-    magnitude = std::ldexp(static_cast<float>(mantissa), -9);  // subnormal: m * 2^-9
-  } else {
-    magnitude = std::ldexp(static_cast<float>(8 + mantissa), exponent - 10);  // (1 + m/8) * 2^(e-7)
-  }
-  return negative ? -magnitude : magnitude;
-}
-
-// Decoding is a table lookup: the CPU GEMM decodes every weight byte.
-const std::array<float, 256>& fp8e4m3_table() {
-  static const std::array<float, 256> table = [] {
-    std::array<float, 256> t{};
-    for (int i = 0; i < 256; ++i) t[i] = decode_fp8e4m3(static_cast<std::uint8_t>(i));
-    return t;
-  }();
-  return table;
-}
-
-}  // namespace
-
-float fp8e4m3_to_float(fp8e4m3 x) { return fp8e4m3_table()[x.bits]; }
 
 fp8e4m3 float_to_fp8e4m3(float x) {
   const std::uint32_t bits = std::bit_cast<std::uint32_t>(x);

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "core/progress.h"
 #include "moerun/config.h"
@@ -19,9 +20,17 @@ struct HostMoeWeights {
 };
 
 // Random weights for `num_experts` experts of `config`'s shapes and dtype. FP8 weights get random
-// e4m3 codes and random per-block scales; both dtypes give each product an O(1) magnitude.
+// e4m3 codes (uniform over the 254 non-NaN codes) and random per-block scales; both dtypes give
+// each product an O(1) magnitude. `experts` (num_experts flags; empty: all) picks the experts to
+// generate: the others are zeros that take no memory (HostTensor::zeros; their FP8 block scales
+// are 1, so that every value is valid), for jobs whose routing is known first and reaches a few
+// experts of a large model. Values do not depend on which experts are generated, nor on the
+// thread count.
 HostMoeWeights random_weights(const MoeConfig& config, int num_experts, std::uint64_t seed,
-                              const ProgressFn& progress = {});
+                              const ProgressFn& progress = {},
+                              const std::vector<bool>& experts = {});
+// The correction bias random_weights() gives grouped routing: [E] f32, normal with std 0.1.
+HostTensor random_correction_bias(const MoeConfig& config, std::uint64_t seed);
 
 // [T, H] bf16, standard normal values.
 HostTensor random_hidden_states(std::int64_t tokens, std::int64_t hidden, std::uint64_t seed);

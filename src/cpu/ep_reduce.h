@@ -16,6 +16,8 @@ class PartialSum {
   void add(const TensorView& partial);
   // out = bf16(sum), out a host bf16 [tokens, hidden] tensor.
   void store_bf16(const TensorView& out) const;
+  // The sum itself (f32 [tokens, hidden]), for a partial that is summed again elsewhere.
+  const HostTensor& sum() const { return sum_; }
 
  private:
   HostTensor sum_;

@@ -117,6 +117,37 @@ DeviceMoeWeights upload_weights(const MoeWeights& host) {
   return d;
 }
 
+HostMoeWeights download_experts(const MoeWeights& device, const std::vector<bool>& experts) {
+  const std::int64_t count = device.w13.size(0);
+  check_arg(experts.size() == static_cast<std::size_t>(count), "experts to download",
+            std::to_string(count) + " flags", experts.size());
+  MOERUN_CUDA_CHECK(cudaDeviceSynchronize());
+  auto copy = [&](const TensorView& d) {
+    if (!d.defined()) return HostTensor();
+    HostTensor h = HostTensor::zeros(d.dtype(), d.shape());
+    const std::size_t per_expert = d.nbytes() / static_cast<std::size_t>(count);
+    for (std::int64_t e = 0; e < count; ++e) {
+      if (!experts[static_cast<std::size_t>(e)]) continue;
+      const std::size_t at = static_cast<std::size_t>(e) * per_expert;
+      MOERUN_CUDA_CHECK(cudaMemcpy(static_cast<std::byte*>(h.view().data()) + at,
+                                   static_cast<const std::byte*>(d.data()) + at, per_expert,
+                                   cudaMemcpyDeviceToHost));
+    }
+    return h;
+  };
+  HostMoeWeights h;
+  h.w13 = copy(device.w13);
+  h.w13_scale = copy(device.w13_scale);
+  h.w2 = copy(device.w2);
+  h.w2_scale = copy(device.w2_scale);
+  if (device.correction_bias.defined()) {
+    h.correction_bias = HostTensor(DType::kF32, device.correction_bias.shape());
+    MOERUN_CUDA_CHECK(cudaMemcpy(h.correction_bias.view().data(), device.correction_bias.data(),
+                                 device.correction_bias.nbytes(), cudaMemcpyDeviceToHost));
+  }
+  return h;
+}
+
 void fill_random(const TensorView& tensor, std::uint64_t seed, float scale, cudaStream_t stream) {
   switch (tensor.dtype()) {
     case DType::kFP8E4M3:

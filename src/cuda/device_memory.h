@@ -7,7 +7,9 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <vector>
 
+#include "core/synthetic.h"
 #include "moerun/config.h"
 #include "moerun/host_tensor.h"
 #include "moerun/tensor.h"
@@ -48,6 +50,11 @@ struct DeviceMoeWeights {
 
 // Uploads every defined tensor of `host` (host views, contiguous).
 DeviceMoeWeights upload_weights(const MoeWeights& host);
+
+// Host copies of the experts of `device` flagged in `experts` (one flag per expert of the views),
+// the others zeros that take no memory (HostTensor::zeros), and of the correction bias: what a
+// reference over a few rows reads of a large model's weights.
+HostMoeWeights download_experts(const MoeWeights& device, const std::vector<bool>& experts);
 
 // Seeded random contents written by a kernel on `stream` (a pure function of seed and index):
 //   fp8_e4m3: random codes, never NaN; bf16 and f32: uniform in [-scale, scale].

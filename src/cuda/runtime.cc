@@ -43,6 +43,11 @@ std::string device_unavailable_reason() {
   if (status != cudaSuccess) {
     // Clear the error so that later runtime calls do not report it again.
     cudaGetLastError();
+    if (status == cudaErrorInsufficientDriver) {
+      return "no NVIDIA driver that this CUDA runtime can use is loaded (" +
+             std::string(cudaGetErrorName(status)) + ")";
+    }
+    if (status == cudaErrorNoDevice) return "no CUDA device is visible (cudaErrorNoDevice)";
     return std::string("cudaGetDeviceCount failed: ") + cudaGetErrorString(status);
   }
   if (count == 0) return "cudaGetDeviceCount returned 0 devices";
@@ -73,6 +78,19 @@ ScopedDevice::ScopedDevice(int device) : previous_(current_device()), device_(de
 
 ScopedDevice::~ScopedDevice() {
   if (device_ != previous_) cudaSetDevice(previous_);  // no throw from a destructor
+}
+
+std::string device_description() {
+  int device = 0;
+  cudaDeviceProp prop{};
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaGetDeviceProperties(&prop, device) != cudaSuccess) {
+    cudaGetLastError();
+    return "an unnamed CUDA device";
+  }
+  const auto gib = static_cast<unsigned long long>(prop.totalGlobalMem >> 30);
+  return std::string(prop.name) + " (sm_" + std::to_string(prop.major) +
+         std::to_string(prop.minor) + ", " + std::to_string(gib) + " GiB)";
 }
 
 }  // namespace cuda

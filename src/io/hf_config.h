@@ -1,5 +1,10 @@
 // config.json of Hugging Face MoE checkpoints: DeepSeek-V3, Qwen3-MoE and Mixtral, read into
 // moerun's MoeConfig, plus which decoder layers are MoE and which are dense.
+//
+// Missing keys take the defaults of transformers' own config classes (DeepseekV3Config,
+// Qwen3MoeConfig, MixtralConfig): transformers writes config.json with only the values that differ
+// from those defaults (save_pretrained's use_diff), so any other default would silently describe
+// another model. Every default taken is listed in HfConfig::defaults.
 #pragma once
 
 #include <cstdint>
@@ -31,17 +36,23 @@ struct HfConfig {
   // DeepSeek-V3: layers [0, first_k_dense_replace) are dense, then every moe_layer_freq-th.
   int first_k_dense_replace = 0;
   int moe_layer_freq = 1;
-  int n_shared_experts = 0;  // computed by the model, not by moerun (routed experts only)
+  // DeepSeek-V3: one dense SwiGLU MLP of intermediate size n_shared_experts x moe_intermediate_size
+  // that every token goes through, added to the routed experts' output (moerun computes it).
+  int n_shared_experts = 0;
   // Qwen3-MoE: a layer is MoE when (L + 1) % decoder_sparse_step == 0 and L is not listed.
   int decoder_sparse_step = 1;
   std::vector<int> mlp_only_layers;
+  // The keys config.json lacks and the defaults taken for them, e.g. "n_group = 8".
+  std::vector<std::string> defaults;
 
   bool is_moe_layer(int layer) const;
   // Why `layer` is dense, e.g. "first_k_dense_replace = 3"; empty for an MoE layer.
   std::string dense_reason(int layer) const;
   std::vector<int> moe_layers() const;
-  // The layer's MoeConfig: EP 1, weights FP8 when fp8_block_scaled, else BF16.
+  // The layer's MoeConfig (routed experts): EP 1, weights FP8 when fp8_block_scaled, else BF16.
   MoeConfig moe_config() const;
+  // The intermediate size of the shared experts' MLP (0: none).
+  std::int64_t shared_intermediate_size() const { return n_shared_experts * moe_intermediate_size; }
 };
 
 // Parses config.json text; `source` names it in errors ("<dir>/config.json").

@@ -1,13 +1,19 @@
 #include "io/hf_loader.h"
 
+#include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
+#include <optional>
+#include <string>
+#include <vector>
 
 #include "core/checks.h"
 #include "core/metrics.h"
 #include "core/parallel.h"
 #include "cpu/quant.h"
 #include "io/convert.h"
+#include "io/load_plan.h"
 #include "moerun/errors.h"
 
 namespace moerun::io {
@@ -15,102 +21,158 @@ namespace moerun::io {
 namespace {
 
 std::string megabytes(std::uint64_t bytes) {
-  return std::to_string((bytes + 500'000) / 1'000'000) + " MB";
+  char text[32];
+  std::snprintf(text, sizeof(text), "%.1f MB", static_cast<double>(bytes) * 1e-6);
+  return text;
 }
 
-// The experts' tensors as one [count, ...] view of the mapping, when they lie back to back in one
-// file in `dtype`, aligned; nullopt otherwise.
-std::optional<TensorView> contiguous_view(const std::vector<StoredTensor>& parts, DType dtype,
-                                          const Shape& shape) {
-  if (parts.empty()) return std::nullopt;
-  for (std::size_t i = 0; i < parts.size(); ++i) {
-    if (parts[i].file != parts[0].file || to_moerun_dtype(parts[i].info->dtype) != dtype) {
-      return std::nullopt;
-    }
-    if (i > 0 && parts[i].info->begin != parts[i - 1].info->end) return std::nullopt;
-  }
-  const std::optional<TensorView> first = parts[0].file->view(*parts[0].info);
-  if (!first) return std::nullopt;
-  return TensorView(first->data(), dtype, shape);
-}
-
-// Copies (same dtype) or converts (to bf16) `src` into `dst`, which holds src's element count.
-void copy_into(const StoredTensor& src, DType dst_dtype, std::byte* dst) {
-  const std::span<const std::byte> bytes = src.bytes();
-  if (to_moerun_dtype(src.info->dtype) == dst_dtype) {
+// Copies (same dtype) or converts (to bf16) the piece's elements into `dst`.
+void copy_piece(const TensorPlan& plan, const PlanPiece& p, std::byte* dst) {
+  const std::span<const std::byte> bytes = p.bytes();
+  if (plan.as_stored(p)) {
     std::memcpy(dst, bytes.data(), bytes.size());
     return;
   }
-  // inspect_moe_layer admitted only BF16/F16/F32 here (FP8 is always stored as is).
-  convert_to_bf16(bytes.data(), src.info->dtype, src.info->numel(), reinterpret_cast<bf16*>(dst));
+  // inspect_moe_layer admitted only BF16/F16/F32 experts here (FP8 and scales are as stored).
+  convert_to_bf16(bytes.data(), p.source_dtype(), p.count, reinterpret_cast<bf16*>(dst));
 }
 
-// Rejects the first bad value of `loaded` (what `src` became in the layer's dtype, its shape),
-// naming the file, the tensor and the element.
-void check_loaded(const StoredTensor& src, const TensorView& loaded, bool scale) {
+// "[3, 5]": a flat index of a file tensor's shape (any rank).
+std::string file_index_text(const std::vector<std::int64_t>& shape, std::int64_t flat) {
+  std::vector<std::int64_t> index(shape.size());
+  for (std::size_t d = shape.size(); d-- > 0;) {
+    const std::int64_t extent = std::max<std::int64_t>(1, shape[d]);
+    index[d] = d == 0 ? flat : flat % extent;
+    flat /= extent;
+  }
+  std::string text = "[";
+  for (std::size_t d = 0; d < index.size(); ++d) text += (d ? ", " : "") + std::to_string(index[d]);
+  return text + "]";
+}
+
+// Rejects the first bad value of `loaded` (`count` elements of `dtype`: what the file tensor
+// `source` holds from element `first` on, in the layer's dtype), naming the file, the tensor and
+// the element. Runs on the calling thread (inside the loader's parallel loops).
+void check_loaded(const StoredTensor& source, std::int64_t first, const std::byte* loaded,
+                  DType dtype, std::int64_t count, bool scale) {
+  const TensorView view(const_cast<std::byte*>(loaded), dtype, {count});
   const std::optional<std::int64_t> bad =
-      // Called inside the loader's parallel loop over experts: on this thread.
-      scale ? detail::first_bad_scale(loaded, false) : detail::first_non_finite(loaded, false);
+      scale ? detail::first_bad_scale(view, false) : detail::first_non_finite(view, false);
   if (!bad) return;
-  const bool converted = to_moerun_dtype(src.info->dtype) != loaded.dtype();
+  const bool converted = to_moerun_dtype(source.info->dtype) != dtype;
   throw InvalidArgument(
-      "element " + detail::index_text(loaded.shape(), *bad) + " of " + src.where(),
+      "element " + file_index_text(source.info->shape, first + *bad) + " of " + source.where(),
       scale ? detail::kPositiveScale : detail::kFiniteValue,
-      detail::value_text(loaded, *bad) +
-          (converted ? " (after conversion from " + std::string(st_dtype_name(src.info->dtype)) +
-                           " to " + std::string(dtype_name(loaded.dtype())) + ")"
+      detail::value_text(view, *bad) +
+          (converted ? " (after conversion from " + std::string(st_dtype_name(source.info->dtype)) +
+                           " to " + std::string(dtype_name(dtype)) + ")"
                      : std::string()));
 }
 
-// The rows [row, row + rows) of expert `expert` of a [E_l, R, C] tensor, as [rows, C].
-TensorView expert_rows(const TensorView& t, std::int64_t expert, std::int64_t row,
-                       std::int64_t rows) {
-  const std::int64_t all_rows = t.size(1), cols = t.size(2);
-  auto* base = static_cast<std::byte*>(t.data());
-  return TensorView(
-      base + static_cast<std::size_t>((expert * all_rows + row) * cols) * dtype_size(t.dtype()),
-      t.dtype(), {rows, cols});
+// The piece's elements as loaded at `loaded` (the destination's bytes), checked.
+void check_piece(const TensorPlan& plan, const PlanPiece& p, const std::byte* loaded) {
+  const std::string name = plan.name;
+  const bool scale = name.size() >= 6 && name.compare(name.size() - 6, 6, "_scale") == 0;
+  const auto first = static_cast<std::int64_t>(p.source_offset / st_dtype_size(p.source_dtype()));
+  check_loaded(p.source, first, loaded, plan.dtype, p.count, scale);
 }
 
-void count_bytes(const StoredTensor& src, DType dst_dtype, LoadStats& stats) {
-  if (to_moerun_dtype(src.info->dtype) == dst_dtype) {
-    stats.copied_bytes += src.info->nbytes();
-  } else {
-    stats.converted_bytes += src.info->nbytes();
+bool wanted(const std::vector<bool>& experts, int e) {
+  return experts.empty() || experts[static_cast<std::size_t>(e)];
+}
+
+// Carries out one tensor's plan on the host: a view of the mapping when the file allows, else a
+// copy of the wanted experts' pieces (the others stay zero). With `check`, every element of the
+// wanted experts is checked (check_piece), right after it is copied.
+LoadedTensor place(const TensorPlan& plan, const std::vector<bool>& experts, bool check,
+                   LoadedMoeLayer& out) {
+  LoadedTensor t;
+  if (!plan.defined()) return t;
+  LoadStats& stats = out.stats;
+  if (const std::optional<TensorView> v = plan.mapped_view()) {
+    t.view = *v;
+    if (check) {
+      // The wanted experts only: the others are never read, and reading them would fault them in.
+      const auto* mapped = static_cast<const std::byte*>(v->data());
+      detail::parallel_for(static_cast<std::int64_t>(plan.pieces.size()), 1,
+                           [&](std::int64_t begin, std::int64_t end) {
+                             for (std::int64_t i = begin; i < end; ++i) {
+                               const PlanPiece& p = plan.pieces[static_cast<std::size_t>(i)];
+                               if (wanted(experts, p.expert)) {
+                                 check_piece(plan, p, mapped + p.dest_offset);
+                               }
+                             }
+                           });
+    }
+    out.mapped.push_back(plan.pieces.front().source.file);
+    stats.mapped_bytes += plan.nbytes();
+    out.notes.push_back(std::string(plan.name) + ": zero-copy view of " +
+                        plan.pieces.front().source.file->path());
+    return t;
   }
+  const bool all = std::all_of(experts.begin(), experts.end(), [](bool b) { return b; });
+  t.storage = all ? HostTensor(plan.dtype, plan.shape) : HostTensor::zeros(plan.dtype, plan.shape);
+  t.view = t.storage.view();
+  auto* base = static_cast<std::byte*>(t.view.data());
+  std::uint64_t copied = 0, converted = 0;
+  for (const PlanPiece& p : plan.pieces) {
+    if (!wanted(experts, p.expert)) continue;
+    (plan.as_stored(p) ? copied : converted) += p.bytes().size();
+  }
+  detail::parallel_for(static_cast<std::int64_t>(plan.pieces.size()), 1,
+                       [&](std::int64_t begin, std::int64_t end) {
+                         for (std::int64_t i = begin; i < end; ++i) {
+                           const PlanPiece& p = plan.pieces[static_cast<std::size_t>(i)];
+                           if (!wanted(experts, p.expert)) continue;
+                           copy_piece(plan, p, base + p.dest_offset);
+                           if (check) check_piece(plan, p, base + p.dest_offset);
+                         }
+                       });
+  stats.copied_bytes += copied;
+  stats.converted_bytes += converted;
+  out.notes.push_back(std::string(plan.name) + ": " +
+                      (converted > 0 ? megabytes(converted) + " converted to bf16"
+                                     : megabytes(copied) + " copied"));
+  return t;
 }
 
-HostTensor widen_to_f32(const StoredTensor& src, const Shape& shape, LoadStats& stats) {
-  HostTensor out(DType::kF32, shape);
-  convert_to_f32(src.bytes().data(), src.info->dtype, src.info->numel(), out.data<float>());
-  count_bytes(src, DType::kF32, stats);
-  return out;
+LoadedExperts place_all(const ExpertsPlan& plan, const std::vector<bool>& experts, bool check,
+                        LoadedMoeLayer& out) {
+  return {place(plan.w13, experts, check, out), place(plan.w13_scale, experts, check, out),
+          place(plan.w2, experts, check, out), place(plan.w2_scale, experts, check, out)};
 }
 
-std::byte* expert_slot(const HostTensor& t, std::int64_t expert, std::int64_t row) {
-  const std::int64_t rows = t.size(1), cols = t.size(2);
-  return reinterpret_cast<std::byte*>(t.view().data()) +
-         static_cast<std::size_t>((expert * rows + row) * cols) * dtype_size(t.dtype());
+// Quantizes `experts` (BF16) to FP8 in place; returns the dequantized-vs-original errors.
+QuantizationCheck quantize(LoadedExperts& experts) {
+  cpu::BlockQuantized q13 = cpu::quantize_weights_fp8(experts.w13.view);
+  cpu::BlockQuantized q2 = cpu::quantize_weights_fp8(experts.w2.view);
+  // The reverse check: dequantized weights against the BF16 ones they came from.
+  QuantizationCheck check;
+  check.w13_error = relative_error(
+      cpu::dequantize_weights_fp8(q13.weights.view(), q13.scales.view()).view(), experts.w13.view);
+  check.w2_error = relative_error(
+      cpu::dequantize_weights_fp8(q2.weights.view(), q2.scales.view()).view(), experts.w2.view);
+  auto own = [](HostTensor&& t) {
+    LoadedTensor l;
+    l.storage = std::move(t);
+    l.view = l.storage.view();
+    return l;
+  };
+  experts = {own(std::move(q13.weights)), own(std::move(q13.scales)), own(std::move(q2.weights)),
+             own(std::move(q2.scales))};
+  return check;
 }
 
 void quantize_on_load(LoadedMoeLayer& out) {
   MoeConfig fp8 = out.config;
   fp8.weight_dtype = DType::kFP8E4M3;
   fp8.validate();  // names H or I when they are not multiples of 128
-  cpu::BlockQuantized q13 = cpu::quantize_weights_fp8(out.w13.view());
-  cpu::BlockQuantized q2 = cpu::quantize_weights_fp8(out.w2);
-  // The reverse check: dequantized weights against the BF16 ones they came from.
-  QuantizationCheck check;
-  check.w13_error = relative_error(
-      cpu::dequantize_weights_fp8(q13.weights.view(), q13.scales.view()).view(), out.w13.view());
-  check.w2_error = relative_error(
-      cpu::dequantize_weights_fp8(q2.weights.view(), q2.scales.view()).view(), out.w2);
-  out.w13 = std::move(q13.weights);
-  out.w13_scale = std::move(q13.scales);
-  out.w2_storage = std::move(q2.weights);
-  out.w2_scale_storage = std::move(q2.scales);
-  out.w2 = out.w2_storage.view();
-  out.w2_scale = out.w2_scale_storage.view();
+  const QuantizationCheck check = quantize(out.routed);
+  if (out.has_shared()) {
+    out.shared_config.weight_dtype = DType::kFP8E4M3;
+    out.shared_config.validate();
+    quantize(out.shared);
+  }
   out.config = fp8;
   out.quantization = check;
   char line[160];
@@ -123,122 +185,67 @@ void quantize_on_load(LoadedMoeLayer& out) {
 
 }  // namespace
 
-MoeWeights LoadedMoeLayer::weights() const {
-  return {w13.view(), w13_scale.view(), w2, w2_scale, correction_bias.view()};
+MoeConfig layer_config(const HfCheckpoint& checkpoint, const LoadOptions& options) {
+  MoeConfig c = checkpoint.config().moe_config();
+  c.ep_size = options.ep_size;
+  c.ep_rank = options.ep_rank;
+  c.validate();
+  check_arg(options.experts.empty() ||
+                options.experts.size() == static_cast<std::size_t>(c.num_local_experts()),
+            "experts to load", std::to_string(c.num_local_experts()) + " flags (E_l)",
+            options.experts.size());
+  return c;
+}
+
+HostTensor widen_to_f32(const StoredTensor& source, const Shape& shape, LoadStats& stats) {
+  HostTensor out(DType::kF32, shape);
+  convert_to_f32(source.bytes().data(), source.info->dtype, source.info->numel(),
+                 out.data<float>());
+  (source.info->dtype == StDType::kF32 ? stats.copied_bytes : stats.converted_bytes) +=
+      source.info->nbytes();
+  return out;
+}
+
+void check_widened(const StoredTensor& source, const HostTensor& widened) {
+  check_loaded(source, 0, static_cast<const std::byte*>(widened.view().data()), DType::kF32,
+               widened.numel(), false);
 }
 
 LoadedMoeLayer load_moe_layer(const HfCheckpoint& checkpoint, int layer,
                               const LoadOptions& options) {
   const auto start = std::chrono::steady_clock::now();
-  const HfConfig& hc = checkpoint.config();
   LoadedMoeLayer out;
   out.layer = layer;
-  out.config = hc.moe_config();
-  out.config.ep_size = options.ep_size;
-  out.config.ep_rank = options.ep_rank;
-  out.config.validate();
+  out.config = layer_config(checkpoint, options);
   const MoeConfig& config = out.config;
-  const int first = config.first_local_expert(), count = config.num_local_experts();
-  out.info = checkpoint.inspect_moe_layer(layer, first, count);
-
-  const MoeLayerNames names = checkpoint.names(layer);
-  const TensorStore& store = checkpoint.store();
-  const std::int64_t h = config.hidden_size, inter = config.intermediate_size;
-  LoadStats& stats = out.stats;
-
-  out.router_weight = widen_to_f32(store.at(names.router), {config.num_experts, h}, stats);
-  if (options.check_finite) check_loaded(store.at(names.router), out.router_weight.view(), false);
-  if (!names.router_bias.empty()) {
-    out.correction_bias = widen_to_f32(store.at(names.router_bias), {config.num_experts}, stats);
-    if (options.check_finite) {
-      check_loaded(store.at(names.router_bias), out.correction_bias.view(), false);
-    }
-  }
-
-  // Look every tensor up first: the store opens shards lazily and is not thread-safe.
-  const bool fp8 = config.is_fp8();
-  const DType dtype = config.weight_dtype;
-  std::vector<StoredTensor> gate, up, down, gate_scale, up_scale, down_scale;
-  for (int e = first; e < first + count; ++e) {
-    gate.push_back(store.at(names.gate(e)));
-    up.push_back(store.at(names.up(e)));
-    down.push_back(store.at(names.down(e)));
-    if (fp8) {
-      gate_scale.push_back(store.at(scale_name(names.gate(e))));
-      up_scale.push_back(store.at(scale_name(names.up(e))));
-      down_scale.push_back(store.at(scale_name(names.down(e))));
-    }
-  }
-
-  out.w13 = HostTensor(dtype, {count, 2 * inter, h});
-  if (fp8)
-    out.w13_scale = HostTensor(DType::kF32, {count, 2 * inter / kQuantGroup, h / kQuantGroup});
-  // w2 and w2_scale: in place when the file allows it, else a copy.
-  auto place = [&](const std::vector<StoredTensor>& parts, DType d, const Shape& shape,
-                   TensorView& view, HostTensor& storage, const char* what) {
-    if (const std::optional<TensorView> v = contiguous_view(parts, d, shape)) {
-      view = *v;
-      out.mapped.push_back(parts.front().file);
-      for (const auto& p : parts) stats.mapped_bytes += p.info->nbytes();
-      out.notes.push_back(std::string(what) + ": zero-copy view of " + parts.front().file->path());
-      return false;
-    }
-    storage = HostTensor(d, shape);
-    view = storage.view();
-    for (const auto& p : parts) count_bytes(p, d, stats);
-    return true;
-  };
-  const bool copy_w2 = place(down, dtype, {count, h, inter}, out.w2, out.w2_storage, "w2");
-  const bool copy_w2_scale =
-      fp8 && place(down_scale, DType::kF32, {count, h / kQuantGroup, inter / kQuantGroup},
-                   out.w2_scale, out.w2_scale_storage, "w2_scale");
-  for (int e = 0; e < count; ++e) {
-    count_bytes(gate[e], dtype, stats);
-    count_bytes(up[e], dtype, stats);
-    if (fp8) {
-      stats.copied_bytes += gate_scale[e].info->nbytes() + up_scale[e].info->nbytes();
-    }
-  }
-
-  // Each expert's values are checked right after they are copied, while they are in cache.
+  out.info =
+      checkpoint.inspect_moe_layer(layer, config.first_local_expert(), config.num_local_experts());
+  // Look every tensor up first (the plan does): the store opens shards lazily and is not
+  // thread-safe; the copies below run on all cores.
+  const MoeLayerPlan plan = plan_moe_layer(checkpoint, layer, config, options.shared_experts);
   const bool check = options.check_finite;
-  const std::int64_t inter_blocks = inter / kQuantGroup, h_blocks = h / kQuantGroup;
-  detail::parallel_for(count, 1, [&](std::int64_t begin, std::int64_t end) {
-    for (std::int64_t e = begin; e < end; ++e) {
-      copy_into(gate[e], dtype, expert_slot(out.w13, e, 0));
-      copy_into(up[e], dtype, expert_slot(out.w13, e, inter));
-      if (copy_w2) copy_into(down[e], dtype, expert_slot(out.w2_storage, e, 0));
-      if (check) {
-        check_loaded(gate[e], expert_rows(out.w13.view(), e, 0, inter), false);
-        check_loaded(up[e], expert_rows(out.w13.view(), e, inter, inter), false);
-        check_loaded(down[e], expert_rows(out.w2, e, 0, h), false);
-      }
-      if (!fp8) continue;
-      copy_into(gate_scale[e], DType::kF32, expert_slot(out.w13_scale, e, 0));
-      copy_into(up_scale[e], DType::kF32, expert_slot(out.w13_scale, e, inter / kQuantGroup));
-      if (copy_w2_scale)
-        copy_into(down_scale[e], DType::kF32, expert_slot(out.w2_scale_storage, e, 0));
-      if (check) {
-        check_loaded(gate_scale[e], expert_rows(out.w13_scale.view(), e, 0, inter_blocks), true);
-        check_loaded(up_scale[e], expert_rows(out.w13_scale.view(), e, inter_blocks, inter_blocks),
-                     true);
-        check_loaded(down_scale[e], expert_rows(out.w2_scale, e, 0, h_blocks), true);
-      }
-    }
-  });
-
+  out.router_weight =
+      widen_to_f32(plan.router, {config.num_experts, config.hidden_size}, out.stats);
+  if (check) check_widened(plan.router, out.router_weight);
+  if (plan.router_bias.file) {
+    out.correction_bias = widen_to_f32(plan.router_bias, {config.num_experts}, out.stats);
+    if (check) check_widened(plan.router_bias, out.correction_bias);
+  }
+  out.routed = place_all(plan.routed, options.experts, check, out);
+  out.shared_config = plan.shared_config;
+  if (out.has_shared()) {
+    out.shared = place_all(plan.shared, {}, check, out);
+    out.notes.push_back("shared experts: one dense MLP of intermediate size " +
+                        std::to_string(out.shared_config.intermediate_size) +
+                        ", computed for every token and added to the routed output");
+  }
   const StDType file_dtype = out.info.expert_dtype;
-  if (to_moerun_dtype(file_dtype) != dtype) {
+  if (to_moerun_dtype(file_dtype) != config.weight_dtype) {
     out.notes.push_back("experts converted from " + std::string(st_dtype_name(file_dtype)) +
                         " to bf16 (round to nearest even): not zero-copy");
   }
-  out.notes.push_back("w13: gate and up packed into one tensor (" +
-                      megabytes(out.w13.nbytes() + out.w13_scale.nbytes()) + " copied)");
-  if (copy_w2) {
-    out.notes.push_back("w2: copied (the down projections are not back to back in one file)");
-  }
   if (options.quantize_fp8) {
-    if (fp8) {
+    if (config.is_fp8()) {
       out.notes.emplace_back("experts are FP8 already: nothing to quantize");
     } else {
       quantize_on_load(out);

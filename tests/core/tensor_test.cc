@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdint>
+
 #include "moerun/errors.h"
 #include "moerun/host_tensor.h"
 #include "test_util.h"
@@ -34,6 +36,22 @@ TEST(TensorView, CloneCopiesBytes) {
   HostTensor c = t.clone();
   EXPECT_NE(c.view().data(), t.view().data());
   for (int i = 0; i < 4; ++i) EXPECT_EQ(c.data<int>()[i], i * 7);
+}
+
+TEST(HostTensor, ZerosSmallAndMappedAreZeroAndWritable) {
+  // Below 1 MiB an allocation and a memset; above, a fresh mapping (64 MiB here, untouched but
+  // for the pages written).
+  for (const std::int64_t n : {std::int64_t{100}, std::int64_t{16} << 20}) {
+    HostTensor t = HostTensor::zeros(DType::kF32, {n});
+    ASSERT_EQ(t.numel(), n);
+    EXPECT_EQ(reinterpret_cast<std::uintptr_t>(t.view().data()) % 64, 0u) << "aligned";
+    for (const std::int64_t i : {std::int64_t{0}, n / 2, n - 1})
+      EXPECT_EQ(t.data<float>()[i], 0.0f);
+    t.data<float>()[n - 1] = 3.0f;
+    HostTensor moved = std::move(t);  // the mapping moves with its owner and is unmapped once
+    EXPECT_EQ(moved.data<float>()[n - 1], 3.0f);
+    EXPECT_EQ(moved.clone().data<float>()[n - 1], 3.0f);
+  }
 }
 
 TEST(CheckTensor, NamesTheFieldAndExpectedShape) {

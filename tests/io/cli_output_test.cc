@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "cli_util.h"
+#include "cli_run.h"
 #include "fixture.h"
 #include "io/safetensors.h"
 
@@ -91,7 +91,7 @@ TEST(RunOutput, FailedWriteKeepsThePreviousOutput) {
   test::write_bytes(out, std::vector<std::byte>(64 * 1024, std::byte{0x5a}));
   const std::vector<std::string> files = names_in(dir.path());
   // ulimit -f counts 1024-byte blocks: 4 KiB, far less than this output.
-  const CliResult r = run_cli(run_args(dir, out) + " --save-routing", false, "ulimit -f 4;");
+  const CliResult r = run_cli(run_args(dir, out) + " --save-routing", false, "ulimit -f 4; ");
   EXPECT_EQ(r.exit_code, 3) << r.output;
   EXPECT_NE(r.output.find("output '" + out.string() + "': "), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("File too large"), std::string::npos) << r.output;

@@ -1,11 +1,15 @@
 // End to end: `moerun run --model DIR` on small checkpoints of each family reproduces the CPU
 // reference computed here from the same tensors, bit for bit; `moerun info` reports the layers.
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 
+#include <algorithm>
+#include <array>
+#include <cstdio>
 #include <cstring>
 #include <nlohmann/json.hpp>
 
-#include "cli_util.h"
+#include "cli_run.h"
 #include "core/metrics.h"
 #include "core/tolerances.h"
 #include "cpu/dense_reference.h"
@@ -18,15 +22,16 @@
 namespace moerun::io {
 namespace {
 
-using test::Fixture;
-using test::TempDir;
-
 using test::CliResult;
+using test::Fixture;
 using test::q;
 using test::run_cli;
+using test::TempDir;
 
 // The layer's output computed here: router logits in fp32 (h in order), cpu::route, then the CPU
-// oracle in the masked layout, as `moerun run --layout masked` does.
+// oracle in the masked layout, as `moerun run --layout masked` does; DeepSeek-V3's shared experts
+// as a one-expert layer every token goes through with weight 1, its f32 output added to the
+// routed experts' f32 output and rounded once.
 struct Expected {
   HostTensor out;  // [T, H] bf16
   cpu::TopK routing;
@@ -52,10 +57,33 @@ Expected expected_output(const Fixture& f, int layer, const HostTensor& hidden) 
       HostTensor(DType::kBF16, {tokens, h}),
       cpu::route(config.routing, config.num_experts, logits.view(), ref.correction_bias.view()),
       {}};
-  cpu::moe_forward(config, ref.weights(), hidden.view(), x.routing.ids.view(),
-                   x.routing.weights.view(), x.out.view(), {Layout::kMasked});
   x.dense = cpu::dense_reference(config, ref.weights(), hidden.view(), x.routing.ids.view(),
                                  x.routing.weights.view());
+  if (!ref.shared_w13.defined()) {
+    cpu::moe_forward(config, ref.weights(), hidden.view(), x.routing.ids.view(),
+                     x.routing.weights.view(), x.out.view(), {Layout::kMasked});
+    return x;
+  }
+  MoeConfig shared;
+  shared.hidden_size = h;
+  shared.intermediate_size = ref.shared_w13.size(1) / 2;
+  shared.num_experts = 1;
+  shared.routing.top_k = 1;
+  shared.weight_dtype = config.weight_dtype;
+  HostTensor ids(DType::kI32, {tokens, 1}), ones(DType::kF32, {tokens, 1});
+  std::fill(ids.data<int>(), ids.data<int>() + tokens, 0);
+  std::fill(ones.data<float>(), ones.data<float>() + tokens, 1.0f);
+  HostTensor routed(DType::kF32, {tokens, h}), shared_out(DType::kF32, {tokens, h});
+  cpu::moe_forward(config, ref.weights(), hidden.view(), x.routing.ids.view(),
+                   x.routing.weights.view(), routed.view(), {Layout::kMasked});
+  cpu::moe_forward(shared, ref.shared_weights(), hidden.view(), ids.view(), ones.view(),
+                   shared_out.view(), {Layout::kMasked});
+  for (std::int64_t i = 0; i < tokens * h; ++i) {
+    x.out.data<bf16>()[i] = float_to_bf16(routed.data<float>()[i] + shared_out.data<float>()[i]);
+  }
+  const std::vector<double> dense_shared =
+      cpu::dense_reference(shared, ref.shared_weights(), hidden.view(), ids.view(), ones.view());
+  for (std::size_t i = 0; i < x.dense.size(); ++i) x.dense[i] += dense_shared[i];
   return x;
 }
 
@@ -103,6 +131,119 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"Qwen3MoeBf16", test::qwen3_moe_options, 1, StDType::kF32},
                       Case{"MixtralBf16", test::mixtral_options, 0, StDType::kF16}),
     [](const auto& param_info) { return std::string(param_info.param.name); });
+
+class RunLayout : public ::testing::TestWithParam<test::FixtureCase> {};
+
+// Every layout and spelling, end to end on the CPU backend: bit for bit the oracle's output,
+// shared experts included, and the JSON says what ran and why.
+TEST_P(RunLayout, ReproducesTheCpuReference) {
+  TempDir dir;
+  const test::FixtureCase& c = GetParam();
+  const Fixture f = test::write_fixture(dir / "model", c.options);
+  const HostTensor hidden =
+      test::write_hidden_states(dir / "x.safetensors", 13, f.options.hidden, StDType::kBF16, 4);
+  const CliResult r =
+      run_cli("run --model " + q(dir / "model") + " --layer " + std::to_string(c.layer) +
+                  " --input " + q(dir / "x.safetensors") + " --output " + q(dir / "y.safetensors") +
+                  " --layout masked --backend cpu --reference full --json",
+              true);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto j = nlohmann::json::parse(r.output);
+  const Expected x = expected_output(f, c.layer, hidden);
+  const SafetensorsFile y(dir / "y.safetensors");
+  expect_same(*y.view(y.at("hidden_states")), x.out.view(), "hidden_states");
+  EXPECT_EQ(j.at("experts_layout"), c.options.fused ? "fused" : "per-expert");
+  const bool shared = c.options.family == ModelFamily::kDeepseekV3 && c.options.shared_experts > 0;
+  EXPECT_EQ(j.at("shared_experts").get<int>(), shared ? c.options.shared_experts : 0);
+  EXPECT_EQ(j.at("backend"), "cpu");
+  EXPECT_EQ(j.at("backend_reason"), "--backend cpu");
+  EXPECT_EQ(j.at("reference").at("rows").get<int>(), 13);
+  EXPECT_TRUE(j.at("ok").get<bool>());
+  EXPECT_GT(j.at("tokens_per_s").get<double>(), 0.0);
+  const DType dtype = f.options.expert_dtype == StDType::kF8E4M3 ? DType::kFP8E4M3 : DType::kBF16;
+  EXPECT_LT(relative_error(*y.view(y.at("hidden_states")), x.dense), layer_tolerance(dtype));
+}
+
+INSTANTIATE_TEST_SUITE_P(Layouts, RunLayout, ::testing::ValuesIn(test::layout_cases()),
+                         [](const auto& param_info) { return param_info.param.name; });
+
+// A config.json as transformers writes it (keys equal to the defaults left out) routes as
+// transformers does: n_group 8, topk_group 4, scaling 2.5, renormalized.
+TEST(RunModel, ConfigWithoutDefaultKeysRoutesAsTransformers) {
+  TempDir dir;
+  Fixture f = test::write_fixture(dir / "model", test::deepseek_v3_options());
+  for (const char* key :
+       {"n_group", "topk_group", "routed_scaling_factor", "norm_topk_prob", "n_shared_experts"})
+    f.config.erase(key);
+  test::write_config(f);
+  const HostTensor hidden =
+      test::write_hidden_states(dir / "x.safetensors", 11, f.options.hidden, StDType::kBF16, 9);
+  const CliResult r =
+      run_cli("run --model " + q(dir / "model") + " --layer 1 --input " + q(dir / "x.safetensors") +
+                  " --output " + q(dir / "y.safetensors") +
+                  " --save-routing --layout masked "
+                  "--backend cpu --json",
+              true);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto j = nlohmann::json::parse(r.output);
+  const auto defaults = j.at("config_defaults").get<std::vector<std::string>>();
+  for (const char* d : {"n_group = 8", "topk_group = 4", "routed_scaling_factor = 2.5",
+                        "norm_topk_prob = true", "n_shared_experts = 1"}) {
+    EXPECT_NE(std::find(defaults.begin(), defaults.end(), d), defaults.end()) << d;
+  }
+  EXPECT_NE(j.at("config").get<std::string>().find("grouped top-k (8 groups, top 4, scale 2.5)"),
+            std::string::npos);
+  const Expected x = expected_output(f, 1, hidden);
+  const SafetensorsFile y(dir / "y.safetensors");
+  expect_same(*y.view(y.at("topk_ids")), x.routing.ids.view(), "topk_ids");
+  expect_same(*y.view(y.at("hidden_states")), x.out.view(), "hidden_states");
+}
+
+TEST(RunModel, ReferenceIsSampledByDefaultAndCanBeFullOrNone) {
+  TempDir dir;
+  test::write_fixture(dir / "model", test::qwen3_moe_options());
+  const std::string run = "run --model " + q(dir / "model") + " --tokens 40 --json ";
+  auto rows = [&](const std::string& extra) {
+    const CliResult r = run_cli(run + extra, true);
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    const auto j = nlohmann::json::parse(r.output);
+    EXPECT_EQ(j.contains("relative_error"), j.at("reference").at("rows").get<int>() > 0);
+    return j.at("reference").at("rows").get<int>();
+  };
+  EXPECT_EQ(rows(""), 16);
+  EXPECT_EQ(rows("--reference full"), 40);
+  EXPECT_EQ(rows("--check"), 40);
+  EXPECT_EQ(rows("--reference none"), 0);
+  EXPECT_EQ(rows("--ep-size 2 --ep-rank 1"), 0) << "a rank alone has no reference";
+  const CliResult both = run_cli(run + "--check --reference sampled");
+  EXPECT_EQ(both.exit_code, 2);
+  EXPECT_NE(both.output.find("invalid --check: expected alone or with --reference full"),
+            std::string::npos)
+      << both.output;
+  const CliResult rank = run_cli(run + "--ep-size 2 --ep-rank 0 --reference sampled");
+  EXPECT_EQ(rank.exit_code, 2);
+  EXPECT_NE(rank.output.find("invalid --reference: expected none with --ep-rank"),
+            std::string::npos)
+      << rank.output;
+}
+
+// With no usable device, auto says why not CUDA, and --backend cuda fails with the reason.
+TEST(RunModel, BackendChoiceIsReported) {
+  TempDir dir;
+  test::write_fixture(dir / "model", test::mixtral_options());
+  // CUDA_VISIBLE_DEVICES=-1 hides every GPU, so that GPU machines test this path too.
+  const std::string hide = "CUDA_VISIBLE_DEVICES=-1 ";
+  const std::string run = "run --model " + q(dir / "model") + " --tokens 4 ";
+  const CliResult r = run_cli(run + "--json", true, hide);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto j = nlohmann::json::parse(r.output);
+  EXPECT_EQ(j.at("backend"), "cpu");
+  EXPECT_TRUE(j.at("backend_reason").get<std::string>().starts_with("auto: ")) << r.output;
+  EXPECT_FALSE(j.at("cuda").get<std::string>().empty());
+  const CliResult cuda = run_cli(run + "--backend cuda", false, hide);
+  EXPECT_EQ(cuda.exit_code, 3) << cuda.output;
+  EXPECT_NE(cuda.output.find("backend cuda: "), std::string::npos) << cuda.output;
+}
 
 TEST(RunModel, ExpertParallelRanksSumToTheLayer) {
   TempDir dir;
@@ -231,18 +372,16 @@ TEST(Info, ListsMoeAndDenseLayersWithDtypesAndBytes) {
   EXPECT_EQ(l1.at("router_dtype"), "BF16");
   EXPECT_EQ(l1.at("bias_dtype"), "F32");
   EXPECT_TRUE(l1.at("shared_experts").get<bool>());
-  // The layer's bytes are those of its router, bias, experts and their scales in the files.
+  // The layer's bytes are those of its router, bias, experts (shared ones too) and their scales.
   std::uint64_t bytes = 0;
   for (const auto& [name, t] : f.tensors) {
-    if (name.starts_with("model.layers.1.mlp.") && !name.starts_with("model.layers.1.mlp.shared")) {
-      bytes += t.bytes.size();
-    }
+    if (name.starts_with("model.layers.1.mlp.")) bytes += t.bytes.size();
   }
   EXPECT_EQ(l1.at("bytes").get<std::uint64_t>(), bytes);
 
   const CliResult text = run_cli("info --model " + q(dir / "model"));
   ASSERT_EQ(text.exit_code, 0) << text.output;
-  EXPECT_NE(text.output.find("not computed by moerun (routed experts only)"), std::string::npos)
+  EXPECT_NE(text.output.find("computed and added to the routed output"), std::string::npos)
       << text.output;
 }
 

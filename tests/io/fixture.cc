@@ -91,6 +91,54 @@ StoredBytes random_scales(std::int64_t n, std::int64_t k, float target_std, std:
   return t;
 }
 
+// "model.layers.L.mlp." or, for Mixtral before transformers 5, "...block_sparse_moe.".
+std::string block(const FixtureOptions& o, int layer) {
+  const bool old_mixtral = o.family == io::ModelFamily::kMixtral && !o.mixtral_mlp_block;
+  return "model.layers." + std::to_string(layer) + (old_mixtral ? ".block_sparse_moe." : ".mlp.");
+}
+
+// Stacks the per-expert tensors `name_of(e)` ([R, C] each) into one [E, R, C] tensor.
+template <class NameOf>
+StoredBytes stack_experts(std::map<std::string, StoredBytes>& tensors, int experts,
+                          NameOf&& name_of) {
+  StoredBytes out{tensors.at(name_of(0)).dtype, {}, {}};
+  for (int e = 0; e < experts; ++e) {
+    const StoredBytes& t = tensors.at(name_of(e));
+    if (e == 0) out.shape = {experts, t.shape[0], t.shape[1]};
+    out.bytes.insert(out.bytes.end(), t.bytes.begin(), t.bytes.end());
+  }
+  return out;
+}
+
+// Replaces layer `l`'s per-expert tensors by transformers 5's fused ones.
+void fuse_experts(Fixture& f, const std::string& mlp, const char* gate, const char* up,
+                  const char* down) {
+  const FixtureOptions& o = f.options;
+  const bool fp8 = o.expert_dtype == io::StDType::kF8E4M3;
+  auto name = [&](int e, const char* proj, const char* suffix) {
+    return mlp + "experts." + std::to_string(e) + "." + proj + ".weight" + suffix;
+  };
+  for (const char* suffix : {"", "_scale_inv"}) {
+    if (*suffix != '\0' && !fp8) continue;
+    // gate_up[e] = [gate[e]; up[e]] row-wise: one [2R, C] matrix per expert.
+    std::map<std::string, StoredBytes> joined;
+    for (int e = 0; e < o.experts; ++e) {
+      StoredBytes g = f.tensors.at(name(e, gate, suffix));
+      const StoredBytes& u = f.tensors.at(name(e, up, suffix));
+      g.shape[0] += u.shape[0];
+      g.bytes.insert(g.bytes.end(), u.bytes.begin(), u.bytes.end());
+      joined[std::to_string(e)] = std::move(g);
+    }
+    f.tensors[mlp + "experts.gate_up_proj" + suffix] =
+        stack_experts(joined, o.experts, [](int e) { return std::to_string(e); });
+    f.tensors[mlp + "experts.down_proj" + suffix] =
+        stack_experts(f.tensors, o.experts, [&](int e) { return name(e, down, suffix); });
+    for (int e = 0; e < o.experts; ++e) {
+      for (const char* proj : {gate, up, down}) f.tensors.erase(name(e, proj, suffix));
+    }
+  }
+}
+
 nlohmann::json make_config(const FixtureOptions& o) {
   nlohmann::json c;
   c["num_hidden_layers"] = o.num_layers;
@@ -106,7 +154,7 @@ nlohmann::json make_config(const FixtureOptions& o) {
       c["n_routed_experts"] = o.experts;
       c["moe_intermediate_size"] = o.inter;
       c["intermediate_size"] = 2 * o.inter;
-      c["n_shared_experts"] = 1;
+      c["n_shared_experts"] = o.shared_experts;
       c["first_k_dense_replace"] = o.dense_layers;
       c["moe_layer_freq"] = 1;
       c["n_group"] = o.groups;
@@ -119,7 +167,7 @@ nlohmann::json make_config(const FixtureOptions& o) {
     case io::ModelFamily::kQwen3Moe: {
       c["model_type"] = "qwen3_moe";
       c["architectures"] = {"Qwen3MoeForCausalLM"};
-      c["num_experts"] = o.experts;
+      c[o.qwen3_num_local_experts ? "num_local_experts" : "num_experts"] = o.experts;
       c["moe_intermediate_size"] = o.inter;
       c["intermediate_size"] = 2 * o.inter;
       c["norm_topk_prob"] = true;
@@ -185,6 +233,36 @@ FixtureOptions mixtral_options() {
   return o;
 }
 
+std::vector<FixtureCase> layout_cases() {
+  std::vector<FixtureCase> cases;
+  auto add = [&](std::string name, FixtureOptions o, int layer) {
+    cases.push_back({std::move(name), o, layer});
+  };
+  FixtureOptions d = deepseek_v3_options();
+  add("DeepseekV3Fp8PerExpert", d, 1);
+  d.fused = true;
+  add("DeepseekV3Fp8Fused", d, 2);
+  d.shared_experts = 2;
+  add("DeepseekV3Fp8FusedTwoSharedExperts", d, 1);
+  d.expert_dtype = io::StDType::kBF16;
+  d.shared_experts = 0;
+  d.fused = false;
+  d.shards = 1;
+  add("DeepseekV3Bf16NoSharedExperts", d, 1);
+  FixtureOptions q = qwen3_moe_options();
+  add("Qwen3MoeBf16PerExpert", q, 1);
+  q.fused = true;
+  q.qwen3_num_local_experts = true;
+  add("Qwen3MoeBf16FusedNumLocalExperts", q, 0);
+  FixtureOptions m = mixtral_options();
+  add("MixtralBf16BlockSparseMoe", m, 0);
+  m.mixtral_mlp_block = true;
+  add("MixtralBf16MlpPerExpert", m, 1);
+  m.fused = true;
+  add("MixtralBf16MlpFused", m, 0);
+  return cases;
+}
+
 void write_config(const Fixture& fixture) {
   std::ofstream out(fixture.dir / "config.json");
   out << fixture.config.dump(2);
@@ -202,14 +280,17 @@ Fixture write_fixture(const fs::path& dir, const FixtureOptions& o) {
     if (fp8) f.tensors[name + "_scale_inv"] = random_scales(n, k, target, o.seed, stream++);
   };
   const io::HfConfig hf = io::parse_hf_config(f.config.dump(), "fixture");
+  const bool mixtral = o.family == io::ModelFamily::kMixtral;
+  const char* gate = mixtral ? "w1" : "gate_proj";
+  const char* up = mixtral ? "w3" : "up_proj";
+  const char* down = mixtral ? "w2" : "down_proj";
   f.tensors["model.embed_tokens.weight"] =
       random_tensor(io::StDType::kBF16, {16, o.hidden}, 1.0f, o.seed, stream++);
   for (int l = 0; l < o.num_layers; ++l) {
     const std::string base = "model.layers." + std::to_string(l) + ".";
     f.tensors[base + "input_layernorm.weight"] =
         random_tensor(io::StDType::kBF16, {o.hidden}, 1.0f, o.seed, stream++);
-    const std::string mlp =
-        base + (o.family == io::ModelFamily::kMixtral ? "block_sparse_moe." : "mlp.");
+    const std::string mlp = block(o, l);
     if (!hf.is_moe_layer(l)) {  // a dense MLP, as the real models have in their first layers
       add_weight(mlp + "gate_proj.weight", 2 * o.inter, o.hidden);
       add_weight(mlp + "up_proj.weight", 2 * o.inter, o.hidden);
@@ -219,13 +300,13 @@ Fixture write_fixture(const fs::path& dir, const FixtureOptions& o) {
     f.tensors[mlp + "gate.weight"] =
         random_tensor(o.router_dtype, {o.experts, o.hidden},
                       1.0f / std::sqrt(static_cast<float>(o.hidden)), o.seed, stream++);
-    const bool mixtral = o.family == io::ModelFamily::kMixtral;
     for (int e = 0; e < o.experts; ++e) {
       const std::string expert = mlp + "experts." + std::to_string(e) + ".";
-      add_weight(expert + (mixtral ? "w1" : "gate_proj") + ".weight", o.inter, o.hidden);
-      add_weight(expert + (mixtral ? "w3" : "up_proj") + ".weight", o.inter, o.hidden);
-      add_weight(expert + (mixtral ? "w2" : "down_proj") + ".weight", o.hidden, o.inter);
+      add_weight(expert + gate + ".weight", o.inter, o.hidden);
+      add_weight(expert + up + ".weight", o.inter, o.hidden);
+      add_weight(expert + down + ".weight", o.hidden, o.inter);
     }
+    if (o.fused) fuse_experts(f, mlp, gate, up, down);
     if (o.family == io::ModelFamily::kDeepseekV3) {
       StoredBytes bias{io::StDType::kF32, {o.experts}, {}};
       for (int e = 0; e < o.experts; ++e) {
@@ -234,9 +315,12 @@ Fixture write_fixture(const fs::path& dir, const FixtureOptions& o) {
       }
       ++stream;
       f.tensors[mlp + "gate.e_score_correction_bias"] = std::move(bias);
-      add_weight(mlp + "shared_experts.gate_proj.weight", o.inter, o.hidden);
-      add_weight(mlp + "shared_experts.up_proj.weight", o.inter, o.hidden);
-      add_weight(mlp + "shared_experts.down_proj.weight", o.hidden, o.inter);
+      if (o.shared_experts > 0) {
+        const std::int64_t s = o.shared_experts * o.inter;
+        add_weight(mlp + "shared_experts.gate_proj.weight", s, o.hidden);
+        add_weight(mlp + "shared_experts.up_proj.weight", s, o.hidden);
+        add_weight(mlp + "shared_experts.down_proj.weight", o.hidden, s);
+      }
     }
   }
 
@@ -248,10 +332,7 @@ Fixture write_fixture(const fs::path& dir, const FixtureOptions& o) {
     std::vector<std::string> moved;
     for (int l = 0; l < o.num_layers; ++l) {
       if (!hf.is_moe_layer(l)) continue;
-      const std::string mlp =
-          "model.layers." + std::to_string(l) +
-          (o.family == io::ModelFamily::kMixtral ? ".block_sparse_moe." : ".mlp.");
-      const std::string down = o.family == io::ModelFamily::kMixtral ? "w2" : "down_proj";
+      const std::string mlp = block(o, l);
       for (const char* suffix : {".weight", ".weight_scale_inv"}) {
         for (int e = 0; e < o.experts; ++e) {
           const std::string name = mlp + "experts." + std::to_string(e) + "." + down + suffix;
@@ -294,6 +375,10 @@ MoeWeights ReferenceLayer::weights() const {
   return {w13.view(), w13_scale.view(), w2.view(), w2_scale.view(), correction_bias.view()};
 }
 
+MoeWeights ReferenceLayer::shared_weights() const {
+  return {shared_w13.view(), shared_w13_scale.view(), shared_w2.view(), shared_w2_scale.view(), {}};
+}
+
 namespace {
 
 // Element i of a stored float tensor, widened.
@@ -319,17 +404,22 @@ float stored_float(const StoredBytes& t, std::int64_t i) {
   }
 }
 
-// Copies `t` ([rows, cols]) into rows [row0, row0 + rows) of expert `e` of `dst` [E, R, cols].
-void place(const StoredBytes& t, HostTensor& dst, std::int64_t e, std::int64_t row0) {
-  const std::int64_t rows = t.shape[0], cols = t.shape[1];
+// Copies `t` ([rows, cols], or expert `slice` of a [E, rows, cols] tensor) into rows
+// [row0, row0 + rows) of expert `e` of `dst` [E, R, cols].
+void place(const StoredBytes& t, HostTensor& dst, std::int64_t e, std::int64_t row0,
+           std::int64_t slice = -1) {
+  const bool stacked = slice >= 0;
+  const std::int64_t rows = t.shape[stacked ? 1 : 0], cols = t.shape[stacked ? 2 : 1];
   const std::int64_t offset = (e * dst.size(1) + row0) * cols;
-  for (std::int64_t i = 0; i < rows * cols; ++i) {
+  const std::int64_t from = stacked ? slice * rows * cols : 0;
+  for (std::int64_t j = 0; j < rows * cols; ++j) {
+    const std::int64_t i = from + j;
     if (dst.dtype() == DType::kFP8E4M3) {
-      dst.data<fp8e4m3>()[offset + i] = fp8e4m3{std::to_integer<std::uint8_t>(t.bytes[i])};
+      dst.data<fp8e4m3>()[offset + j] = fp8e4m3{std::to_integer<std::uint8_t>(t.bytes[i])};
     } else if (dst.dtype() == DType::kF32) {
-      dst.data<float>()[offset + i] = stored_float(t, i);
+      dst.data<float>()[offset + j] = stored_float(t, i);
     } else {
-      dst.data<bf16>()[offset + i] = float_to_bf16(stored_float(t, i));
+      dst.data<bf16>()[offset + j] = float_to_bf16(stored_float(t, i));
     }
   }
 }
@@ -341,18 +431,30 @@ ReferenceLayer reference_layer(const Fixture& f, int layer, int first, int count
   if (count < 0) count = o.experts - first;
   const bool fp8 = o.expert_dtype == io::StDType::kF8E4M3;
   const bool mixtral = o.family == io::ModelFamily::kMixtral;
-  const std::string mlp =
-      "model.layers." + std::to_string(layer) + (mixtral ? ".block_sparse_moe." : ".mlp.");
+  const std::string mlp = block(o, layer);
   const std::int64_t h = o.hidden, inter = o.inter;
-  ReferenceLayer r;
   const DType dtype = fp8 ? DType::kFP8E4M3 : DType::kBF16;
-  r.w13 = HostTensor(dtype, {count, 2 * inter, h});
-  r.w2 = HostTensor(dtype, {count, h, inter});
-  if (fp8) {
-    r.w13_scale = HostTensor(DType::kF32, {count, 2 * inter / 128, h / 128});
-    r.w2_scale = HostTensor(DType::kF32, {count, h / 128, inter / 128});
-  }
+  // [E, 2X, H] and [E, H, X] (+ scales) for `experts` experts of intermediate size x.
+  auto shaped = [&](int experts, std::int64_t x, HostTensor& w13, HostTensor& w13_scale,
+                    HostTensor& w2, HostTensor& w2_scale) {
+    w13 = HostTensor(dtype, {experts, 2 * x, h});
+    w2 = HostTensor(dtype, {experts, h, x});
+    if (!fp8) return;
+    w13_scale = HostTensor(DType::kF32, {experts, 2 * x / 128, h / 128});
+    w2_scale = HostTensor(DType::kF32, {experts, h / 128, x / 128});
+  };
+  ReferenceLayer r;
+  shaped(count, inter, r.w13, r.w13_scale, r.w2, r.w2_scale);
   for (int e = 0; e < count; ++e) {
+    if (o.fused) {
+      place(f.tensors.at(mlp + "experts.gate_up_proj"), r.w13, e, 0, first + e);
+      place(f.tensors.at(mlp + "experts.down_proj"), r.w2, e, 0, first + e);
+      if (fp8) {
+        place(f.tensors.at(mlp + "experts.gate_up_proj_scale_inv"), r.w13_scale, e, 0, first + e);
+        place(f.tensors.at(mlp + "experts.down_proj_scale_inv"), r.w2_scale, e, 0, first + e);
+      }
+      continue;
+    }
     const std::string expert = mlp + "experts." + std::to_string(first + e) + ".";
     const std::string gate = expert + (mixtral ? "w1" : "gate_proj") + ".weight";
     const std::string up = expert + (mixtral ? "w3" : "up_proj") + ".weight";
@@ -374,6 +476,19 @@ ReferenceLayer reference_layer(const Fixture& f, int layer, int first, int count
     const StoredBytes& bias = f.tensors.at(mlp + "gate.e_score_correction_bias");
     r.correction_bias = HostTensor(DType::kF32, {o.experts});
     for (int e = 0; e < o.experts; ++e) r.correction_bias.data<float>()[e] = stored_float(bias, e);
+    if (o.shared_experts > 0) {
+      const std::int64_t s = o.shared_experts * inter;
+      shaped(1, s, r.shared_w13, r.shared_w13_scale, r.shared_w2, r.shared_w2_scale);
+      const std::string p = mlp + "shared_experts.";
+      place(f.tensors.at(p + "gate_proj.weight"), r.shared_w13, 0, 0);
+      place(f.tensors.at(p + "up_proj.weight"), r.shared_w13, 0, s);
+      place(f.tensors.at(p + "down_proj.weight"), r.shared_w2, 0, 0);
+      if (fp8) {
+        place(f.tensors.at(p + "gate_proj.weight_scale_inv"), r.shared_w13_scale, 0, 0);
+        place(f.tensors.at(p + "up_proj.weight_scale_inv"), r.shared_w13_scale, 0, s / 128);
+        place(f.tensors.at(p + "down_proj.weight_scale_inv"), r.shared_w2_scale, 0, 0);
+      }
+    }
   }
   return r;
 }

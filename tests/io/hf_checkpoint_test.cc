@@ -45,6 +45,114 @@ TEST(HfCheckpoint, NamesPerFamily) {
   EXPECT_EQ(m.down(2), "model.layers.31.block_sparse_moe.experts.2.w2.weight");
 }
 
+TEST(HfCheckpoint, NamesOfTransformers5) {
+  const MoeLayerNames m = moe_layer_names(ModelFamily::kMixtral, 4, ExpertLayout::kFused, "mlp");
+  EXPECT_EQ(m.router, "model.layers.4.mlp.gate.weight");
+  EXPECT_EQ(m.gate_up(), "model.layers.4.mlp.experts.gate_up_proj");
+  EXPECT_EQ(m.down_fused(), "model.layers.4.mlp.experts.down_proj");
+  EXPECT_EQ(scale_name(m.gate_up()), "model.layers.4.mlp.experts.gate_up_proj_scale_inv");
+  const MoeLayerNames d = moe_layer_names(ModelFamily::kDeepseekV3, 3);
+  EXPECT_EQ(d.shared("down_proj"), "model.layers.3.mlp.shared_experts.down_proj.weight");
+}
+
+// The layout and block of each layer are found in the files, whatever wrote them.
+TEST(HfCheckpoint, FindsEachLayoutAndBlock) {
+  for (const test::FixtureCase& c : test::layout_cases()) {
+    SCOPED_TRACE(c.name);
+    TempDir dir;
+    test::write_fixture(dir.path(), c.options);
+    const HfCheckpoint ckpt(dir.path());
+    const MoeLayerNames n = ckpt.names(c.layer);
+    EXPECT_EQ(n.layout, c.options.fused ? ExpertLayout::kFused : ExpertLayout::kPerExpert);
+    const bool old_block =
+        c.options.family == ModelFamily::kMixtral && !c.options.mixtral_mlp_block;
+    EXPECT_EQ(n.prefix, "model.layers." + std::to_string(c.layer) +
+                            (old_block ? ".block_sparse_moe." : ".mlp."));
+    EXPECT_NO_THROW(ckpt.inspect_moe_layer(c.layer));
+  }
+}
+
+TEST(HfCheckpointBad, BothLayoutsInOneLayer) {
+  TempDir dir;
+  auto o = test::qwen3_moe_options();
+  o.fused = true;
+  Fixture f = test::write_fixture(dir.path(), o);
+  rewrite_single_file(f, [](auto& tensors) {
+    tensors["model.layers.1.mlp.experts.0.gate_proj.weight"] =
+        tensors.at("model.layers.1.mlp.gate.weight");
+  });
+  const HfCheckpoint ckpt(dir.path());
+  const std::string m = error_of([&] { ckpt.inspect_moe_layer(1); });
+  EXPECT_CONTAINS(m,
+                  "layer 1 holds its experts twice, fused ('model.layers.1.mlp.experts."
+                  "gate_up_proj') and per expert ('model.layers.1.mlp.experts.0.gate_proj."
+                  "weight'); expected one layout");
+}
+
+TEST(HfCheckpointBad, TransposedFusedExperts) {
+  TempDir dir;
+  auto o = test::qwen3_moe_options();  // H 128, I 64: [E, H, 2I] is [8, 128, 128] == [E, 2I, H]
+  o.inter = 96;
+  o.fused = true;
+  Fixture f = test::write_fixture(dir.path(), o);
+  rewrite_single_file(f, [](auto& tensors) {
+    auto& t = tensors.at("model.layers.0.mlp.experts.gate_up_proj");
+    t.shape = {t.shape[0], t.shape[2], t.shape[1]};
+  });
+  const HfCheckpoint ckpt(dir.path());
+  const std::string m = error_of([&] { ckpt.inspect_moe_layer(0); });
+  EXPECT_CONTAINS(m, "invalid shape of tensor 'model.layers.0.mlp.experts.gate_up_proj'");
+  EXPECT_CONTAINS(m,
+                  "expected [E, 2I, H] (each expert out_features x in_features, as "
+                  "transformers 5 writes it), got [8, 128, 192], the transposed orientation");
+}
+
+TEST(HfCheckpointBad, FusedShapeDisagreesWithConfig) {
+  TempDir dir;
+  auto o = test::mixtral_options();
+  o.fused = true;
+  o.mixtral_mlp_block = true;
+  Fixture f = test::write_fixture(dir.path(), o);
+  f.config["intermediate_size"] = 64;
+  test::write_config(f);
+  const std::string m = error_of([&] { HfCheckpoint(dir.path()).inspect_moe_layer(0); });
+  EXPECT_CONTAINS(m, "invalid shape of tensor 'model.layers.0.mlp.experts.gate_up_proj'");
+  EXPECT_CONTAINS(m,
+                  "expected [4, 128, 64] (experts 4, 2 x intermediate_size 64, hidden_size 64 "
+                  "from config.json), got [4, 192, 64]");
+}
+
+// DeepSeek-V3's shared experts are computed; a checkpoint whose config promises them (or leaves
+// n_shared_experts to transformers' default of 1) must hold them.
+TEST(HfCheckpointBad, SharedExpertsMissing) {
+  TempDir dir;
+  auto o = test::deepseek_v3_options();
+  o.shared_experts = 0;
+  o.shards = 1;
+  Fixture f = test::write_fixture(dir.path(), o);
+  f.config.erase("n_shared_experts");
+  test::write_config(f);
+  const std::string m = error_of([&] { HfCheckpoint(dir.path()).inspect_moe_layer(1); });
+  EXPECT_CONTAINS(m, "missing tensor 'model.layers.1.mlp.shared_experts.gate_proj.weight'");
+  EXPECT_CONTAINS(m, "(n_shared_experts is absent; transformers' default is 1)");
+  EXPECT_CONTAINS(m, "a checkpoint without them needs \"n_shared_experts\": 0");
+}
+
+TEST(HfCheckpointBad, SharedExpertShapeDisagrees) {
+  TempDir dir;
+  auto o = test::deepseek_v3_options();
+  o.shards = 1;
+  Fixture f = test::write_fixture(dir.path(), o);
+  f.config["n_shared_experts"] = 2;
+  test::write_config(f);
+  const std::string m = error_of([&] { HfCheckpoint(dir.path()).inspect_moe_layer(1); });
+  EXPECT_CONTAINS(m,
+                  "invalid shape of tensor 'model.layers.1.mlp.shared_experts.gate_proj.weight'");
+  EXPECT_CONTAINS(m,
+                  "expected [256, 256] (n_shared_experts 2 x moe_intermediate_size 128, "
+                  "hidden_size 256 from config.json), got [128, 256]");
+}
+
 TEST(HfCheckpoint, InspectsDeepseekV3ShardedFp8) {
   TempDir dir;
   const Fixture f = test::write_fixture(dir.path(), test::deepseek_v3_options());
@@ -59,8 +167,10 @@ TEST(HfCheckpoint, InspectsDeepseekV3ShardedFp8) {
   EXPECT_EQ(*info.bias_dtype, StDType::kF32);
   EXPECT_TRUE(info.shared_experts);
   const auto& o = f.options;
-  EXPECT_EQ(info.expert_bytes, static_cast<std::uint64_t>(o.experts * 3 * o.hidden * o.inter));
-  EXPECT_EQ(info.scale_bytes, static_cast<std::uint64_t>(o.experts * 4 * (2 + 2 + 2)));
+  // Routed experts and the one shared expert (n_shared_experts 1, intermediate I).
+  EXPECT_EQ(info.expert_bytes,
+            static_cast<std::uint64_t>((o.experts + 1) * 3 * o.hidden * o.inter));
+  EXPECT_EQ(info.scale_bytes, static_cast<std::uint64_t>((o.experts + 1) * 4 * (2 + 2 + 2)));
   EXPECT_EQ(info.router_bytes,
             static_cast<std::uint64_t>(o.experts * o.hidden * 2 + o.experts * 4));
 }

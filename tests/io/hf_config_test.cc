@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 
 #include "moerun/errors.h"
@@ -142,14 +143,128 @@ TEST(HfConfigBad, UnknownModelType) {
       << m;
 }
 
-TEST(HfConfigBad, MissingField) {
+bool has_default(const HfConfig& c, const std::string& entry) {
+  return std::find(c.defaults.begin(), c.defaults.end(), entry) != c.defaults.end();
+}
+
+// transformers writes config.json without the values equal to its config class's defaults, so
+// a missing key means that default (DeepseekV3Config, Qwen3MoeConfig, MixtralConfig).
+TEST(HfConfig, DeepseekV3MissingKeysAreTransformersDefaults) {
+  const HfConfig c = parse_hf_config(R"({"model_type": "deepseek_v3"})", "config.json");
+  const MoeConfig m = c.moe_config();
+  const MoeConfig preset = model_preset("deepseek-v3");
+  EXPECT_EQ(c.num_layers, 61);
+  EXPECT_EQ(m.hidden_size, preset.hidden_size);
+  EXPECT_EQ(m.intermediate_size, preset.intermediate_size);
+  EXPECT_EQ(m.num_experts, 256);
+  EXPECT_EQ(m.top_k(), 8);
+  EXPECT_EQ(m.routing.num_groups, 8);
+  EXPECT_EQ(m.routing.topk_groups, 4);
+  EXPECT_FLOAT_EQ(m.routing.routed_scaling_factor, 2.5f);
+  EXPECT_TRUE(m.routing.renormalize);
+  EXPECT_EQ(c.first_k_dense_replace, 3);
+  EXPECT_EQ(c.moe_layer_freq, 1);
+  EXPECT_EQ(c.n_shared_experts, 1);
+  EXPECT_FALSE(c.fp8_block_scaled) << "no quantization_config: BF16";
+  EXPECT_TRUE(has_default(c, "n_group = 8"));
+  EXPECT_TRUE(has_default(c, "routed_scaling_factor = 2.5"));
+  EXPECT_TRUE(has_default(c, "norm_topk_prob = true"));
+  EXPECT_TRUE(has_default(c, "first_k_dense_replace = 3"));
+  // The review's case: a config naming the shapes but not the routing keys.
+  nlohmann::json j = nlohmann::json::parse(kDeepseekV3);
+  for (const char* key : {"n_group", "topk_group", "routed_scaling_factor", "norm_topk_prob",
+                          "first_k_dense_replace"})
+    j.erase(key);
+  const HfConfig d = parse_hf_config(j.dump(), "config.json");
+  EXPECT_EQ(d.routing.num_groups, 8);
+  EXPECT_EQ(d.routing.topk_groups, 4);
+  EXPECT_FLOAT_EQ(d.routing.routed_scaling_factor, 2.5f);
+  EXPECT_TRUE(d.routing.renormalize);
+  EXPECT_FALSE(d.is_moe_layer(2));
+}
+
+TEST(HfConfig, Qwen3MissingKeysAreTransformersDefaults) {
+  const HfConfig c = parse_hf_config(R"({"model_type": "qwen3_moe"})", "config.json");
+  EXPECT_EQ(c.num_layers, 24);
+  EXPECT_EQ(c.hidden_size, 2048);
+  EXPECT_EQ(c.moe_intermediate_size, 768);
+  EXPECT_EQ(c.num_experts, 128);
+  EXPECT_EQ(c.routing.top_k, 8);
+  EXPECT_FALSE(c.routing.renormalize) << "Qwen3MoeConfig's norm_topk_prob is False";
+  EXPECT_EQ(c.decoder_sparse_step, 1);
+  EXPECT_TRUE(c.mlp_only_layers.empty());
+  EXPECT_TRUE(has_default(c, "num_local_experts = 128"));
+}
+
+TEST(HfConfig, MixtralMissingKeysAreTransformersDefaults) {
   std::string text = kMixtral;
   text.replace(text.find("\"num_local_experts\": 8, "), 24, "");
-  const std::string m = error_of(text);
-  EXPECT_NE(
-      m.find("num_local_experts in /ckpt/config.json: expected an integer, got no such field"),
-      std::string::npos)
+  const HfConfig c = parse_hf_config(text, "config.json");
+  EXPECT_EQ(c.num_experts, 8);
+  EXPECT_TRUE(has_default(c, "num_local_experts = 8"));
+  const HfConfig bare = parse_hf_config(R"({"model_type": "mixtral"})", "config.json");
+  const MoeConfig m = bare.moe_config();
+  const MoeConfig preset = model_preset("mixtral-8x7b");
+  EXPECT_EQ(m.hidden_size, preset.hidden_size);
+  EXPECT_EQ(m.intermediate_size, preset.intermediate_size);
+  EXPECT_EQ(m.num_experts, preset.num_experts);
+  EXPECT_EQ(m.top_k(), preset.top_k());
+  EXPECT_EQ(bare.num_layers, 32);
+}
+
+// transformers 4.x writes Qwen3-MoE's expert count as num_experts, 5.x as num_local_experts.
+TEST(HfConfig, Qwen3ExpertCountInEitherSpelling) {
+  nlohmann::json j = nlohmann::json::parse(kQwen3);
+  j.erase("num_experts");
+  j["num_local_experts"] = 64;
+  EXPECT_EQ(parse_hf_config(j.dump(), "config.json").num_experts, 64);
+  j["num_experts"] = 64;
+  EXPECT_EQ(parse_hf_config(j.dump(), "config.json").num_experts, 64);
+  j["num_experts"] = 32;
+  const std::string m = error_of(j.dump());
+  EXPECT_NE(m.find("invalid num_experts in /ckpt/config.json: expected the same value as "
+                   "num_local_experts (64), got 32"),
+            std::string::npos)
       << m;
+}
+
+TEST(HfConfigBad, ActivationOtherThanSilu) {
+  const std::string m = error_of(with(kQwen3, "hidden_act", "\"gelu\""));
+  EXPECT_NE(m.find("invalid hidden_act in /ckpt/config.json: expected \"silu\""), std::string::npos)
+      << m;
+}
+
+TEST(HfConfigBad, MlpOnlyLayerIndexThatWouldWrap) {
+  const std::string m = error_of(with(kQwen3, "mlp_only_layers", "[4294967296]"));
+  EXPECT_NE(m.find("mlp_only_layers in /ckpt/config.json: expected a list of layer indices"),
+            std::string::npos)
+      << m;
+}
+
+TEST(HfConfig, Fp8BlockSizeDefaultsTo128) {
+  nlohmann::json j = nlohmann::json::parse(kDeepseekV3);
+  j["quantization_config"].erase("weight_block_size");
+  j["quantization_config"].erase("fmt");
+  const HfConfig c = parse_hf_config(j.dump(), "config.json");
+  EXPECT_TRUE(c.fp8_block_scaled);
+  EXPECT_TRUE(has_default(c, "quantization_config.fmt = \"e4m3\""));
+  j["quantization_config"].erase("quant_method");
+  const std::string m = error_of(j.dump());
+  EXPECT_NE(m.find("quant_method in /ckpt/config.json: expected \"fp8\" (128x128 block-scaled "
+                   "e4m3), got no such field"),
+            std::string::npos)
+      << m;
+}
+
+TEST(HfConfigBad, DefaultsThatDoNotFitAreNamed) {
+  // 12 experts cannot form transformers' default 8 groups: the error says the 8 was a default.
+  nlohmann::json j = nlohmann::json::parse(kDeepseekV3);
+  j.erase("n_group");
+  j["n_routed_experts"] = 12;
+  const std::string m = error_of(j.dump());
+  EXPECT_NE(m.find("not supported: invalid num_groups"), std::string::npos) << m;
+  EXPECT_NE(m.find("(defaults taken for keys config.json lacks: "), std::string::npos) << m;
+  EXPECT_NE(m.find("n_group = 8"), std::string::npos) << m;
 }
 
 TEST(HfConfigBad, WrongType) {

@@ -1,15 +1,21 @@
 // Loading MoE layers: the loaded weights equal the checkpoint's tensors packed by hand, bit for
-// bit, in every family and dtype; zero-copy where the file allows; EP slices; FP8 on load.
+// bit, in every family and dtype; zero-copy where the file allows; EP slices; FP8 on load; bad
+// values named in the file's tensor.
 #include "io/hf_loader.h"
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
+#include <filesystem>
+#include <string>
 
 #include "core/metrics.h"
 #include "cpu/quant.h"
 #include "fixture.h"
 #include "moerun/errors.h"
+#include "tensor_patch.h"
+#include "test_util.h"
 
 namespace moerun::io {
 namespace {
@@ -23,7 +29,21 @@ void expect_same_bytes(const TensorView& actual, const TensorView& expected, con
   EXPECT_EQ(std::memcmp(actual.data(), expected.data(), expected.nbytes()), 0) << what;
 }
 
-void expect_layer_equals_reference(const LoadedMoeLayer& loaded, const test::ReferenceLayer& ref) {
+// `shared`: the shared experts are expected too (when the reference has them).
+void expect_layer_equals_reference(const LoadedMoeLayer& loaded, const test::ReferenceLayer& ref,
+                                   bool shared = true) {
+  if (shared && ref.shared_w13.defined()) {
+    ASSERT_TRUE(loaded.has_shared());
+    const MoeWeights s = loaded.shared_weights();
+    expect_same_bytes(s.w13, ref.shared_w13.view(), "shared w13");
+    expect_same_bytes(s.w2, ref.shared_w2.view(), "shared w2");
+    if (ref.shared_w13_scale.defined()) {
+      expect_same_bytes(s.w13_scale, ref.shared_w13_scale.view(), "shared w13_scale");
+      expect_same_bytes(s.w2_scale, ref.shared_w2_scale.view(), "shared w2_scale");
+    }
+  } else {
+    EXPECT_FALSE(loaded.has_shared());
+  }
   const MoeWeights w = loaded.weights();
   expect_same_bytes(w.w13, ref.w13.view(), "w13");
   expect_same_bytes(w.w2, ref.w2.view(), "w2");
@@ -69,13 +89,81 @@ INSTANTIATE_TEST_SUITE_P(Families, LoadFamily,
                                            Case{"MixtralBf16", test::mixtral_options, 0}),
                          [](const auto& param_info) { return std::string(param_info.param.name); });
 
+class LoadLayout : public ::testing::TestWithParam<test::FixtureCase> {};
+
+TEST_P(LoadLayout, EqualsTheCheckpointPackedByHand) {
+  TempDir dir;
+  const test::FixtureCase& c = GetParam();
+  const Fixture f = test::write_fixture(dir.path(), c.options);
+  const HfCheckpoint ckpt(dir.path());
+  const LoadedMoeLayer loaded = load_moe_layer(ckpt, c.layer);
+  expect_layer_equals_reference(loaded, test::reference_layer(f, c.layer));
+  loaded.weights().validate(loaded.config, loaded.config.num_experts, Device{DeviceType::kCpu, 0});
+  EXPECT_EQ(loaded.stats.total_bytes(), loaded.info.total_bytes());
+  EXPECT_EQ(loaded.info.layout, c.options.fused ? ExpertLayout::kFused : ExpertLayout::kPerExpert);
+  EXPECT_EQ(loaded.has_shared(),
+            c.options.family == ModelFamily::kDeepseekV3 && c.options.shared_experts > 0);
+  if (c.options.fused) {
+    // transformers 5's fused tensors are moerun's w13 and w2 already: views of the mapping.
+    EXPECT_TRUE(loaded.routed.w13.mapped());
+    EXPECT_TRUE(loaded.routed.w2.mapped());
+    if (loaded.config.is_fp8()) {
+      EXPECT_TRUE(loaded.routed.w13_scale.mapped());
+    }
+  }
+}
+
+TEST_P(LoadLayout, ExpertParallelRankTakesItsSliceOfEveryLayout) {
+  TempDir dir;
+  const test::FixtureCase& c = GetParam();
+  const Fixture f = test::write_fixture(dir.path(), c.options);
+  LoadOptions options;
+  options.ep_size = 2;
+  options.ep_rank = 1;
+  options.shared_experts = false;
+  const LoadedMoeLayer loaded = load_moe_layer(HfCheckpoint(dir.path()), c.layer, options);
+  const int half = c.options.experts / 2;
+  expect_layer_equals_reference(loaded, test::reference_layer(f, c.layer, half, half),
+                                /*shared=*/false);
+  if (c.options.fused) {
+    EXPECT_TRUE(loaded.routed.w2.mapped()) << "a slice of the fused tensor";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Layouts, LoadLayout, ::testing::ValuesIn(test::layout_cases()),
+                         [](const auto& param_info) { return param_info.param.name; });
+
+TEST(Load, ExpertSubsetLoadsThoseExpertsOnly) {
+  TempDir dir;
+  const Fixture f = test::write_fixture(dir.path(), test::qwen3_moe_options());
+  LoadOptions options;
+  options.experts = {false, false, true, false, false, false, true, false};
+  const LoadedMoeLayer loaded = load_moe_layer(HfCheckpoint(dir.path()), 1, options);
+  const test::ReferenceLayer ref = test::reference_layer(f, 1);
+  const std::size_t per_expert = ref.w13.nbytes() / 8;
+  const auto* got = static_cast<const std::byte*>(loaded.routed.w13.view.data());
+  const auto* want = static_cast<const std::byte*>(ref.w13.view().data());
+  for (int e = 0; e < 8; ++e) {
+    if (options.experts[e]) {
+      EXPECT_EQ(std::memcmp(got + e * per_expert, want + e * per_expert, per_expert), 0) << e;
+    } else {
+      EXPECT_TRUE(std::all_of(got + e * per_expert, got + (e + 1) * per_expert, [](std::byte b) {
+        return b == std::byte{0};
+      })) << e;
+    }
+  }
+  EXPECT_LT(loaded.stats.copied_bytes, loaded.info.expert_bytes / 2);
+  options.experts = {true};
+  EXPECT_THROW(load_moe_layer(HfCheckpoint(dir.path()), 1, options), InvalidArgument);
+}
+
 TEST(Load, Fp8ScaleInvMapsOntoW13ScaleRows) {
   TempDir dir;
   auto o = test::deepseek_v3_options();
   o.inter = 256;  // two scale rows per projection, so gate and up rows are told apart
   const Fixture f = test::write_fixture(dir.path(), o);
   const LoadedMoeLayer loaded = load_moe_layer(HfCheckpoint(dir.path()), 1);
-  const float* s = loaded.w13_scale.data<float>();  // [E, 4, 2]
+  const float* s = loaded.routed.w13_scale.view.data_as<const float>();  // [E, 4, 2]
   auto stored = [&](const std::string& name, int i) {
     float v;
     std::memcpy(&v, f.tensors.at(name).bytes.data() + 4 * i, 4);
@@ -87,7 +175,8 @@ TEST(Load, Fp8ScaleInvMapsOntoW13ScaleRows) {
     EXPECT_EQ(s[3 * 8 + 4 + i], stored(e3 + "up_proj.weight_scale_inv", i)) << i;
   }
   // Dequantized, a weight is exactly code * weight_scale_inv.
-  const HostTensor w13 = cpu::dequantize_weights_fp8(loaded.w13.view(), loaded.w13_scale.view());
+  const HostTensor w13 =
+      cpu::dequantize_weights_fp8(loaded.routed.w13.view, loaded.routed.w13_scale.view);
   const auto& up = f.tensors.at(e3 + "up_proj.weight");
   const std::int64_t row = 200, col = 130;  // up row 200 is w13 row 456: block (3, 1)
   const float code =
@@ -123,16 +212,20 @@ TEST(Load, DownProjectionsBackToBackAreZeroCopy) {
   const Fixture f = test::write_fixture(dir.path(), o);
   const LoadedMoeLayer loaded = load_moe_layer(HfCheckpoint(dir.path()), 1);
   expect_layer_equals_reference(loaded, test::reference_layer(f, 1));
-  EXPECT_FALSE(loaded.w2_storage.defined()) << "w2 is a view of the mapping";
-  EXPECT_FALSE(loaded.w2_scale_storage.defined());
-  EXPECT_EQ(loaded.stats.mapped_bytes, loaded.w2.nbytes() + loaded.w2_scale.nbytes());
+  EXPECT_TRUE(loaded.routed.w2.mapped()) << "w2 is a view of the mapping";
+  EXPECT_TRUE(loaded.routed.w2_scale.mapped());
+  // The shared experts' down_proj is one tensor of its own: always a view.
+  EXPECT_TRUE(loaded.shared.w2.mapped());
+  EXPECT_EQ(loaded.stats.mapped_bytes,
+            loaded.routed.w2.view.nbytes() + loaded.routed.w2_scale.view.nbytes() +
+                loaded.shared.w2.view.nbytes() + loaded.shared.w2_scale.view.nbytes());
 }
 
 TEST(Load, NameSortedDownProjectionsAreCopied) {
   TempDir dir;
   const Fixture f = test::write_fixture(dir.path(), test::mixtral_options());
   const LoadedMoeLayer loaded = load_moe_layer(HfCheckpoint(dir.path()), 0);
-  EXPECT_TRUE(loaded.w2_storage.defined());
+  EXPECT_FALSE(loaded.routed.w2.mapped());
   EXPECT_EQ(loaded.stats.mapped_bytes, 0u);
   EXPECT_EQ(loaded.stats.converted_bytes, loaded.info.router_bytes)
       << "only the router is widened to f32; BF16 experts are copied, not converted";
@@ -147,7 +240,7 @@ TEST(Load, ExpertParallelRankLoadsItsSliceOnly) {
   const LoadedMoeLayer loaded = load_moe_layer(HfCheckpoint(dir.path()), 1, options);
   EXPECT_EQ(loaded.config.ep_size, 4);
   EXPECT_EQ(loaded.config.ep_rank, 3);
-  EXPECT_EQ(loaded.w13.size(0), 4);
+  EXPECT_EQ(loaded.routed.w13.view.size(0), 4);
   expect_layer_equals_reference(loaded, test::reference_layer(f, 1, 12, 4));
 }
 
@@ -172,10 +265,10 @@ TEST(Load, QuantizeFp8OnLoadAndCheckTheRoundTrip) {
   const test::ReferenceLayer ref = test::reference_layer(f, 0);
   const cpu::BlockQuantized q13 = cpu::quantize_weights_fp8(ref.w13.view());
   const cpu::BlockQuantized q2 = cpu::quantize_weights_fp8(ref.w2.view());
-  expect_same_bytes(loaded.w13.view(), q13.weights.view(), "w13");
-  expect_same_bytes(loaded.w13_scale.view(), q13.scales.view(), "w13_scale");
-  expect_same_bytes(loaded.w2, q2.weights.view(), "w2");
-  expect_same_bytes(loaded.w2_scale, q2.scales.view(), "w2_scale");
+  expect_same_bytes(loaded.routed.w13.view, q13.weights.view(), "w13");
+  expect_same_bytes(loaded.routed.w13_scale.view, q13.scales.view(), "w13_scale");
+  expect_same_bytes(loaded.routed.w2.view, q2.weights.view(), "w2");
+  expect_same_bytes(loaded.routed.w2_scale.view, q2.scales.view(), "w2_scale");
   // The reverse check: e4m3 keeps 3 mantissa bits, so a few percent, never zero or huge.
   ASSERT_TRUE(loaded.quantization.has_value());
   EXPECT_GT(loaded.quantization->w13_error, 1e-3);
@@ -207,6 +300,29 @@ TEST(Load, QuantizeFp8OfAnFp8CheckpointIsANoOp) {
   const LoadedMoeLayer loaded = load_moe_layer(HfCheckpoint(dir.path()), 1, options);
   expect_layer_equals_reference(loaded, test::reference_layer(f, 1));
   EXPECT_FALSE(loaded.quantization.has_value());
+}
+
+// A bad value of a fused tensor (used in place, a view of the mapping) is checked all the same and
+// named by its index in the file's [E, 2I/128, H/128] tensor; an expert a subset load leaves out
+// is not read, so its values do not matter.
+TEST(Load, BadValueOfAFusedTensorIsNamedInTheFilesTensor) {
+  TempDir dir;
+  auto o = test::deepseek_v3_options();
+  o.fused = true;
+  test::write_fixture(dir.path(), o);
+  const std::string name = "model.layers.1.mlp.experts.gate_up_proj_scale_inv";  // [16, 2, 2]
+  const std::filesystem::path file = test::overwrite_f32(dir.path(), name, 5 * 4 + 1 * 2 + 1, 0.0f);
+  const HfCheckpoint checkpoint(dir.path());
+  const std::string m = test::error_of([&] { load_moe_layer(checkpoint, 1); });
+  EXPECT_CONTAINS(m, "invalid element [5, 1, 1] of '" + name + "' in " + file.string() +
+                         ": expected a finite value > 0 (an FP8 block scale), got 0");
+  LoadOptions subset;
+  subset.experts.assign(static_cast<std::size_t>(o.experts), true);
+  subset.experts[5] = false;
+  EXPECT_NO_THROW(load_moe_layer(checkpoint, 1, subset));
+  LoadOptions unchecked;
+  unchecked.check_finite = false;
+  EXPECT_NO_THROW(load_moe_layer(checkpoint, 1, unchecked));
 }
 
 }  // namespace

@@ -1,4 +1,4 @@
-// Running the moerun binary from a test: its exit code and output.
+// Running the moerun binary from a test: exit code and output.
 #pragma once
 
 #include <sys/wait.h>
@@ -15,12 +15,13 @@ struct CliResult {
   std::string output;  // stdout and stderr
 };
 
-// Runs `sh -c "<prefix> moerun <args>"`; `output` holds stdout and, unless `stdout_only` (for
-// --json), stderr. `prefix` runs first in the same shell (e.g. "ulimit -f 8;").
+// Runs the moerun binary; `output` holds stdout and, unless `stdout_only` (for --json), stderr.
+// `env`: what the shell runs first, variable assignments ("CUDA_VISIBLE_DEVICES=-1 ") or commands
+// ("ulimit -f 4; ").
 inline CliResult run_cli(const std::string& args, bool stdout_only = false,
-                         const std::string& prefix = "") {
-  const std::string command = prefix + " " + std::string(MOERUN_CLI_PATH) + " " + args +
-                              (stdout_only ? " 2>/dev/null" : " 2>&1");
+                         const std::string& env = "") {
+  const std::string command =
+      env + std::string(MOERUN_CLI_PATH) + " " + args + (stdout_only ? " 2>/dev/null" : " 2>&1");
   FILE* pipe = popen(command.c_str(), "r");
   CliResult r;
   if (pipe == nullptr) return r;

@@ -24,8 +24,7 @@ HostTensor ep_return_rows(const EpDispatched& dispatched, const std::vector<Tens
       const int packed = origin.data<int>()[row];
       if (packed < 0 || packed / dispatched.slot_stride != source_rank) continue;
       const std::int64_t slot = packed % dispatched.slot_stride;
-      std::memcpy(rows.data<bf16>() + slot * h, down[r].data_as<const bf16>() + row * h,
-                  row_bytes);
+      std::memcpy(rows.data<bf16>() + slot * h, down[r].data_as<const bf16>() + row * h, row_bytes);
     }
   }
   return rows;

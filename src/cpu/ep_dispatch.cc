@@ -58,7 +58,8 @@ EpDispatched ep_dispatch(const ExpertPlacement& placement, const std::vector<EpR
   }
 
   EpDispatched out;
-  out.slot_stride = options.slot_stride > 0 ? options.slot_stride : std::max<std::int64_t>(1, max_slots);
+  out.slot_stride =
+      options.slot_stride > 0 ? options.slot_stride : std::max<std::int64_t>(1, max_slots);
   check_arg(out.slot_stride >= max_slots, "slot_stride",
             ">= the largest T * k (" + std::to_string(max_slots) + ")", out.slot_stride);
   check_arg(out.slot_stride * num_ranks < (std::int64_t{1} << 31), "slot_stride x ep_size",

@@ -34,7 +34,6 @@ void check_overlap_complete(const HostTensor& counters, const OverlapReport& rep
 
 }  // namespace
 
-
 HostTensor run_experts(const MoeConfig& config, const MoeWeights& weights, const Permuted& permuted,
                        bool overlap) {
   const std::int64_t h = config.hidden_size, inter = config.intermediate_size;

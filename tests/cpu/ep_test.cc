@@ -28,7 +28,8 @@ struct RankWeights {
 HostTensor gather_experts(const TensorView& all, const std::vector<int>& experts) {
   if (!all.defined()) return {};
   const std::int64_t per = all.nbytes() / static_cast<std::size_t>(all.size(0));
-  HostTensor out(all.dtype(), {static_cast<std::int64_t>(experts.size()), all.size(1), all.size(2)});
+  HostTensor out(all.dtype(),
+                 {static_cast<std::int64_t>(experts.size()), all.size(1), all.size(2)});
   for (std::size_t i = 0; i < experts.size(); ++i) {
     std::memcpy(static_cast<std::byte*>(out.view().data()) + i * per,
                 static_cast<const std::byte*>(all.data()) + experts[i] * per, per);
@@ -57,7 +58,8 @@ RankWeights rank_weights(const MoeWeights& all, const ExpertPlacement& placement
 // The rows [begin, end) of a [T, C] tensor, copied.
 HostTensor rows_of(const TensorView& t, std::int64_t begin, std::int64_t end) {
   HostTensor out(t.dtype(), {end - begin, t.size(1)});
-  const std::size_t row = t.nbytes() / static_cast<std::size_t>(std::max<std::int64_t>(1, t.size(0)));
+  const std::size_t row =
+      t.nbytes() / static_cast<std::size_t>(std::max<std::int64_t>(1, t.size(0)));
   if (end > begin) {
     std::memcpy(out.view().data(), static_cast<const std::byte*>(t.data()) + begin * row,
                 (end - begin) * row);
@@ -80,17 +82,27 @@ TEST(ExpertPlacement, ContiguousAndRoundRobinMaps) {
 
 TEST(ExpertPlacement, RejectsMapsThatDoNotPlaceEveryExpertOnce) {
   const std::vector<int> rank0 = {0, 1, -1, -1};
-  EXPECT_EQ(test::error_of([&] { ExpertPlacement::from_expert_maps({rank0, {-1, 0, 1, -1}}); }),
+  EXPECT_EQ(test::error_of([&] {
+              ExpertPlacement::from_expert_maps({rank0, {-1, 0, 1, -1}});
+            }),
             "moerun: invalid owner of expert 1: expected one rank (redundant experts are not "
             "supported), got ranks 0 and 1");
-  EXPECT_EQ(test::error_of([&] { ExpertPlacement::from_expert_maps({rank0, {-1, -1, 1, -1}}); }),
+  EXPECT_EQ(test::error_of([&] {
+              ExpertPlacement::from_expert_maps({rank0, {-1, -1, 1, -1}});
+            }),
             "moerun: invalid owner of expert 3: expected one rank, got none");
-  EXPECT_EQ(test::error_of([&] { ExpertPlacement::from_expert_maps({rank0, {-1, -1, 2, 0}}); }),
+  EXPECT_EQ(test::error_of([&] {
+              ExpertPlacement::from_expert_maps({rank0, {-1, -1, 2, 0}});
+            }),
             "moerun: invalid expert_map of rank 1[2]: expected -1 or a local id in [0, 2), got 2");
-  EXPECT_EQ(test::error_of([&] { ExpertPlacement::from_expert_maps({rank0, {-1, -1, 1, 1}}); }),
+  EXPECT_EQ(test::error_of([&] {
+              ExpertPlacement::from_expert_maps({rank0, {-1, -1, 1, 1}});
+            }),
             "moerun: invalid expert_map of rank 1[3]: expected a local id no other expert of the "
             "rank has, got 1 (also expert 2)");
-  EXPECT_EQ(test::error_of([&] { ExpertPlacement::from_expert_maps({rank0, {-1, -1, 1}}); }),
+  EXPECT_EQ(test::error_of([&] {
+              ExpertPlacement::from_expert_maps({rank0, {-1, -1, 1}});
+            }),
             "moerun: invalid expert_map of rank 1 size: expected 4 (num_experts), got 3");
   EXPECT_EQ(test::error_of([] { ExpertPlacement::contiguous(6, 4); }),
             "moerun: invalid num_experts: expected a positive multiple of ep_size (4), got 6");
@@ -147,7 +159,9 @@ TEST(EpDispatch, MaskedRowsBeyondMMaxAreRejected) {
   const HostTensor w = test::make_f32(2, 1, {1, 1});
   const std::vector<EpRankTokens> ranks = {{h.view(), ids.view(), w.view()}};
   EXPECT_NO_THROW(ep_dispatch(p, ranks, 1, DType::kBF16, {Layout::kMasked, 128, 0}));
-  EXPECT_EQ(test::error_of([&] { ep_dispatch(p, ranks, 1, DType::kBF16, {Layout::kMasked, 0, 1}); }),
+  EXPECT_EQ(test::error_of([&] {
+              ep_dispatch(p, ranks, 1, DType::kBF16, {Layout::kMasked, 0, 1});
+            }),
             "moerun: invalid slot_stride: expected >= the largest T * k (2), got 1");
 }
 
@@ -161,7 +175,8 @@ struct EpCase {
 std::string case_name(const ::testing::TestParamInfo<EpCase>& info) {
   std::string family = info.param.family.substr(0, info.param.family.find('-'));
   return family + "_R" + std::to_string(info.param.ranks) + "_" +
-         std::string(layout_name(info.param.layout)) + (info.param.round_robin ? "_RoundRobin" : "");
+         std::string(layout_name(info.param.layout)) +
+         (info.param.round_robin ? "_RoundRobin" : "");
 }
 
 class EpLayerVsSingleRank : public ::testing::TestWithParam<EpCase> {};
@@ -262,14 +277,13 @@ TEST_P(EpLayerVsSingleRank, StandardMatchesSingleRank) {
   EXPECT_TRUE(test::bitwise_equal(out, expected));
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Cases, EpLayerVsSingleRank,
-    ::testing::Values(EpCase{"deepseek-v3", 2, Layout::kMasked, false},
-                      EpCase{"deepseek-v3", 4, Layout::kContiguous, true},
-                      EpCase{"qwen3-30b-a3b", 4, Layout::kMasked, true},
-                      EpCase{"qwen3-30b-a3b", 8, Layout::kContiguous, false},
-                      EpCase{"deepseek-v3", 8, Layout::kMasked, true}),
-    case_name);
+INSTANTIATE_TEST_SUITE_P(Cases, EpLayerVsSingleRank,
+                         ::testing::Values(EpCase{"deepseek-v3", 2, Layout::kMasked, false},
+                                           EpCase{"deepseek-v3", 4, Layout::kContiguous, true},
+                                           EpCase{"qwen3-30b-a3b", 4, Layout::kMasked, true},
+                                           EpCase{"qwen3-30b-a3b", 8, Layout::kContiguous, false},
+                                           EpCase{"deepseek-v3", 8, Layout::kMasked, true}),
+                         case_name);
 
 }  // namespace
 }  // namespace moerun::cpu

@@ -41,7 +41,7 @@ __device__ __forceinline__ Destination destination(const Params& q, long long sl
 // Launch: grid (ceil(H / 1024), min(T, 65535)), kThreads threads x 8 columns; tokens stride by
 // gridDim.y. FP8: 16 lanes share a 128-column group.
 template <bool kFp8>
-__global__ void __launch_bounds__(kThreads) dispatch_kernel(Params q) {
+__global__ void __launch_bounds__(kThreads, 1) dispatch_kernel(Params q) {
   const DispatchArgs& a = q.a;
   const int column = (blockIdx.x * kThreads + threadIdx.x) * 8;
   const bool active = column < a.hidden_size;

@@ -15,12 +15,13 @@ class VirtualWindows final : public Windows {
  public:
   VirtualWindows(int ranks, std::size_t bytes) {
     const std::size_t stride = (bytes + kWindowAlign - 1) / kWindowAlign * kWindowAlign;
-    MOERUN_CUDA_CHECK(cudaMalloc(&base_, stride * static_cast<std::size_t>(ranks)));
+    MOERUN_CUDA_CHECK(
+        cudaMalloc(reinterpret_cast<void**>(&base_), stride * static_cast<std::size_t>(ranks)));
     MOERUN_CUDA_CHECK(cudaMemset(base_, 0, stride * static_cast<std::size_t>(ranks)));
     std::vector<char*> table;
     for (int r = 0; r < ranks; ++r) table.push_back(base_ + stride * static_cast<std::size_t>(r));
     // Every rank sees the same table.
-    MOERUN_CUDA_CHECK(cudaMalloc(&table_, sizeof(char*) * table.size()));
+    MOERUN_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&table_), sizeof(char*) * table.size()));
     MOERUN_CUDA_CHECK(
         cudaMemcpy(table_, table.data(), sizeof(char*) * table.size(), cudaMemcpyHostToDevice));
     local_ = std::move(table);

@@ -6,6 +6,7 @@
 #include "moerun/errors.h"
 #ifdef MOERUN_HAS_CUDA
 #include "cuda/ep/ep_layer.h"
+#include "cuda/ep/group.h"
 #include "cuda/ep/virtual_transport.h"
 #endif
 #ifdef MOERUN_HAS_NCCL
@@ -46,11 +47,9 @@ namespace {
 
 }  // namespace
 
-struct EpGroup::Impl {
-#ifdef MOERUN_HAS_CUDA
-  std::shared_ptr<cuda::ep::Transport> transport;
+#ifndef MOERUN_HAS_CUDA
+struct EpGroup::Impl {};
 #endif
-};
 
 EpGroup EpGroup::from_nccl(ncclComm* comm) {
 #ifdef MOERUN_HAS_NCCL

@@ -12,6 +12,7 @@
 #include "cpu/ep_dispatch.h"
 #include "cpu/ep_layer.h"
 #include "cpu/layer.h"
+#include "ep_fixture.h"
 #include "layer_fixture.h"
 #include "test_util.h"
 #include "tolerances.h"
@@ -19,53 +20,9 @@
 namespace moerun::cpu {
 namespace {
 
-// Rank r's experts in its local-id order, copied out of all E experts.
-struct RankWeights {
-  std::vector<HostMoeWeights> owned;
-  std::vector<MoeWeights> views;
-};
-
-HostTensor gather_experts(const TensorView& all, const std::vector<int>& experts) {
-  if (!all.defined()) return {};
-  const std::int64_t per = all.nbytes() / static_cast<std::size_t>(all.size(0));
-  HostTensor out(all.dtype(),
-                 {static_cast<std::int64_t>(experts.size()), all.size(1), all.size(2)});
-  for (std::size_t i = 0; i < experts.size(); ++i) {
-    std::memcpy(static_cast<std::byte*>(out.view().data()) + i * per,
-                static_cast<const std::byte*>(all.data()) + experts[i] * per, per);
-  }
-  return out;
-}
-
-RankWeights rank_weights(const MoeWeights& all, const ExpertPlacement& placement) {
-  RankWeights w;
-  for (int r = 0; r < placement.num_ranks(); ++r) {
-    std::vector<int> experts;
-    for (int l = 0; l < placement.num_local_experts(); ++l) {
-      experts.push_back(placement.global_id(r, l));
-    }
-    HostMoeWeights h;
-    h.w13 = gather_experts(all.w13, experts);
-    h.w13_scale = gather_experts(all.w13_scale, experts);
-    h.w2 = gather_experts(all.w2, experts);
-    h.w2_scale = gather_experts(all.w2_scale, experts);
-    w.owned.push_back(std::move(h));
-  }
-  for (const HostMoeWeights& h : w.owned) w.views.push_back(h.view());
-  return w;
-}
-
-// The rows [begin, end) of a [T, C] tensor, copied.
-HostTensor rows_of(const TensorView& t, std::int64_t begin, std::int64_t end) {
-  HostTensor out(t.dtype(), {end - begin, t.size(1)});
-  const std::size_t row =
-      t.nbytes() / static_cast<std::size_t>(std::max<std::int64_t>(1, t.size(0)));
-  if (end > begin) {
-    std::memcpy(out.view().data(), static_cast<const std::byte*>(t.data()) + begin * row,
-                (end - begin) * row);
-  }
-  return out;
-}
+using test::rank_weights;
+using test::RankWeights;
+using test::rows_of;
 
 TEST(ExpertPlacement, ContiguousAndRoundRobinMaps) {
   const ExpertPlacement c = ExpertPlacement::contiguous(8, 4);
@@ -195,16 +152,7 @@ TEST_P(EpLayerVsSingleRank, AllToAllEqualsSingleRankBitwise) {
   const ExpertPlacement placement = ep.round_robin
                                         ? ExpertPlacement::round_robin(config.num_experts, ep.ranks)
                                         : ExpertPlacement::contiguous(config.num_experts, ep.ranks);
-  int* ids = lc.routing.ids.data<int>();
-  const int k = config.top_k(), local = placement.num_local_experts();
-  // Token 0 (rank 0's): every expert on the last ranks, all remote. Token 1: a skipped slot.
-  for (int j = 0; j < k; ++j) ids[j] = placement.global_id(ep.ranks - 1 - j / local, j % local);
-  ids[k + 1] = -1;
-  // Expert 0 of every rank, hit by the last tokens (rows rewritten whole: ids stay distinct).
-  for (int r = 0; r < ep.ranks; r += k) {
-    int* row = ids + (total - 1 - r / k) * k;
-    for (int j = 0; j < k; ++j) row[j] = r + j < ep.ranks ? placement.global_id(r + j, 0) : -1;
-  }
+  add_ep_routing_cases(placement, total, config.top_k(), lc.routing.ids.data<int>());
   config.ep_size = ep.ranks;
   const RankWeights rw = rank_weights(lc.weights.view(), placement);
 

@@ -241,6 +241,7 @@ int check_rank(const EpCheckArgs& args, int rank, const EpUniqueId& id) {
 
 int ep_check_command(const EpCheckArgs& args) {
   const int gpus = visible_gpus();
+  if (gpus == 0) throw Error("ep-check: no usable CUDA device visible");
   if (gpus < args.ep_size) {
     const std::string why = "ep-check: --ep-size " + std::to_string(args.ep_size) + " needs " +
                             std::to_string(args.ep_size) + " GPUs, " + std::to_string(gpus) +

@@ -7,9 +7,9 @@
 #include <string>
 #include <vector>
 
+#include "cpu/layer_fixture.h"
 #include "cuda/layer.h"
 #include "cuda_test_util.h"
-#include "layer_fixture.h"
 #include "moerun/ep.h"
 
 namespace moerun::test {

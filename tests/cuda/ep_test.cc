@@ -13,13 +13,13 @@
 
 #include "core/metrics.h"
 #include "cpu/ep_layer.h"
+#include "cpu/layer_fixture.h"
 #include "cuda/ep/sync.h"
 #include "cuda/ep/virtual_transport.h"
 #include "cuda/layer.h"
 #include "cuda_test_util.h"
 #include "cuda_tolerances.h"
 #include "ep_fixture.h"
-#include "layer_fixture.h"
 #include "moerun/errors.h"
 #include "tolerances.h"
 

@@ -74,14 +74,20 @@ __global__ void __launch_bounds__(kThreads) send_kernel(Params q) {
         ::cuda::atomic_ref<int, ::cuda::thread_scope_device> counter(a.counters[b]);
         if constexpr (kMode == Mode::kOverlap) {
           // The GEMM adds its tiles' counts with release; this acquire orders the reads below.
+          // Patience restarts whenever the block's count moves (its tiles are being stored).
           go = 1;
-          const unsigned long long start = global_ns();
-          while (counter.load(::cuda::memory_order_acquire) < a.threshold) {
-            if (global_ns() - start > q.patience_ns) {
+          unsigned long long since = global_ns();
+          int seen = counter.load(::cuda::memory_order_acquire);
+          while (seen < a.threshold) {
+            __nanosleep(64);
+            const int now = counter.load(::cuda::memory_order_acquire);
+            if (now != seen) {
+              seen = now;
+              since = global_ns();
+            } else if (global_ns() - since > q.patience_ns) {
               go = 0;
               break;
             }
-            __nanosleep(64);
           }
           // Marks the block sent for the finishing pass (nothing else writes it after the GEMM).
           if (go) counter.store(a.threshold + 1, ::cuda::memory_order_relaxed);

@@ -5,8 +5,8 @@
 //
 // Single-batch overlap: with `counters`, an overlap kernel on a second stream sends each row block
 // as soon as the down GEMM's counter for it reaches `threshold` (acquire), while the GEMM computes
-// the rest. It never waits on a block for longer than `patience_ns`: a block whose GEMM tiles have
-// not been scheduled (the overlap kernel's blocks can hold SMs the GEMM needs) is left to the
+// the rest. It gives up on a block whose count has not moved for `patience_ns` (its GEMM tiles may
+// wait for SMs the overlap kernel holds) and leaves it, and the CTA's later blocks, to the
 // finishing pass, which runs after the GEMM in stream order and sends every block not yet sent.
 // Either way every row is sent exactly once, from the same bytes, so the result is the same bits.
 #pragma once

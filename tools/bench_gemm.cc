@@ -3,9 +3,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <utility>
 
 #include "bench_timing.h"
+#include "core/scale_layout.h"
 #include "cuda/cuda_check.h"
 #include "cuda/gemm_heuristics.h"
 #include "moerun/dtype.h"
@@ -96,7 +98,10 @@ GemmBench::GemmBench(const GemmBenchShape& s, bool fp8, int input_sets, std::uin
     if (fp8) {
       // Codes spread over [-448, 448]; scales of ~1/448 (A) and ~1/(448 sqrt(K)) (B) keep the
       // products O(1), as for the layer's random weights.
-      set.a_scale = DeviceBuffer(DType::kF32, {rows, kb});
+      // MN-major (core/scale_layout.h): masked [groups, K / 128, M_max], contiguous [K / 128,
+      // rows].
+      set.a_scale = s.layout == Layout::kMasked ? DeviceBuffer(DType::kF32, {s.groups, kb, s.m_max})
+                                                : DeviceBuffer(DType::kF32, {kb, rows});
       set.b_scale = DeviceBuffer(DType::kF32, {s.groups, nb, kb});
       cuda::fill_random(set.a.view(), base + 1, 0.0f, stream);
       cuda::fill_random(set.b.view(), base + 2, 0.0f, stream);
@@ -139,7 +144,8 @@ void GemmBench::launch(const InputSet& set) const {
   }
 }
 
-GemmBenchResult GemmBench::time(int forced, int repeat) {
+GemmBenchResult GemmBench::time(int forced, int repeat, const TensorView& flush,
+                                SmClockSampler& clock) {
   GemmBenchResult r;
   const cuda::GemmChoice choice =
       s_.layout == Layout::kMasked
@@ -159,8 +165,17 @@ GemmBenchResult GemmBench::time(int forced, int repeat) {
   const ForcedVariant scope(forced);
   const std::size_t count = sets_.size();
   auto run = [&](int i) { launch(sets_[static_cast<std::size_t>(i) % count]); };
+  std::function<void(int)> before;
+  if (flush.defined()) {
+    before = [&](int) {
+      MOERUN_CUDA_CHECK(cudaMemsetAsync(flush.data(), 0, flush.nbytes(), stream_));
+    };
+  }
   // Warm-up: every set once (first touches, module load), at least 3 launches.
-  r.us = median_event_ms(run, std::max<int>(3, static_cast<int>(count)), repeat, stream_) * 1e3;
+  clock.start();
+  r.us = median_event_ms(run, std::max<int>(3, static_cast<int>(count)), repeat, stream_, before) *
+         1e3;
+  r.sm_mhz = clock.stop();
   MOERUN_CUDA_CHECK(cudaStreamSynchronize(stream_));
   check(r);
   return r;
@@ -179,7 +194,10 @@ void GemmBench::check(GemmBenchResult& r) const {
       std::vector<float> sa;
       if (fp8_) {
         a8 = download<std::uint8_t>(set.a.view().data(), row * k, k);
-        sa = download<float>(set.a_scale.view().data(), row * kb, kb);
+        const ActScaleLayout layout{s_.layout == Layout::kMasked ? s_.m_max : s_.a_rows(), kb};
+        for (std::int64_t blk = 0; blk < kb; ++blk) {
+          sa.push_back(download<float>(set.a_scale.view().data(), layout.index(row, blk), 1)[0]);
+        }
       } else {
         a16 = download<bf16>(set.a.view().data(), row * k, k);
       }

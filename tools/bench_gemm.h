@@ -13,6 +13,7 @@
 #include "bench_gemm_command.h"
 #include "cuda/device_memory.h"
 #include "cuda/gemm.h"
+#include "sm_clock.h"
 
 namespace moerun::tools {
 
@@ -25,10 +26,11 @@ struct GemmBenchResult {
   std::string heuristic_variant;  // the launcher's choice and its rule
   std::string heuristic_reason;
   int input_sets = 1;
-  double us = 0;     // median
-  double flops = 0;  // 2 G M N K
-  double bytes = 0;  // G (M K + N K) x element bytes + 2 G M N (DeepGEMM's accounting)
-  int sampled = 0;   // output elements checked
+  double us = 0;      // median
+  double sm_mhz = 0;  // median SM clock while the timed launches ran (0: unknown)
+  double flops = 0;   // 2 G M N K
+  double bytes = 0;   // G (M K + N K) x element bytes + 2 G M N (DeepGEMM's accounting)
+  int sampled = 0;    // output elements checked
   double sampled_error = 0;
   bool check_ok = true;
 };
@@ -43,8 +45,10 @@ class GemmBench {
 
   GemmBench(const GemmBenchShape& s, bool fp8, int input_sets, std::uint64_t seed,
             cudaStream_t stream);
-  // `forced`: a cuda::sm90::GemmVariant value, or -1 for the launcher's choice.
-  GemmBenchResult time(int forced, int repeat);
+  // `forced`: a cuda::sm90::GemmVariant value, or -1 for the launcher's choice. `flush`: with the
+  // kernel-only protocol, a device buffer memset before each launch (outside the timing);
+  // undefined for back-to-back launches. `clock` samples the SM clock during the timed launches.
+  GemmBenchResult time(int forced, int repeat, const TensorView& flush, SmClockSampler& clock);
 
  private:
   struct InputSet {

@@ -1,6 +1,7 @@
 #include "bench_gemm_command.h"
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstdio>
@@ -164,6 +165,12 @@ void add_bench_gemm_command(CLI::App& app, BenchGemmArgs& args) {
                   "Kernel variant: heuristic (the launcher's choice), all (each compiled one of "
                   "the dtype, the launcher's marked), or a name such as fp8_M64N128")
       ->capture_default_str();
+  cmd->add_option("--protocol", args.protocol,
+                  "back-to-back: events around each of the launches run one after the other; "
+                  "kernel: a memset of up to 8 GB before each launch (L2 flushed, as DeepGEMM's "
+                  "bench_kineto does), events around the launch alone")
+      ->check(CLI::IsMember({"back-to-back", "kernel"}))
+      ->capture_default_str();
   cmd->add_option("--repeat", args.repeat, "Timed launches per shape; the median is reported")
       ->check(CLI::Range(1, 100000))
       ->capture_default_str();
@@ -273,6 +280,7 @@ int bench_gemm_command(const BenchGemmArgs& args) {
                  {"l2_bytes", prop.l2CacheSize},
                  {"date", utc_now()},
                  {"repeat", args.repeat},
+                 {"protocol", args.protocol},
                  {"dtype", args.dtype},
                  {"variant", args.variant},
                  {"bytes_counted", std::string("per group M*K + N*K input elements (") +
@@ -285,15 +293,31 @@ int bench_gemm_command(const BenchGemmArgs& args) {
     ceilings = measure_ceilings(args.repeat, stream);
   }
   report["ceilings"] = ceilings_json(ceilings);
+  SmClockSampler clock(device);
+  if (!clock.reason().empty()) report["sm_clock_unknown"] = clock.reason();
+  // Kernel-only protocol: the buffer memset before each launch (DeepGEMM's 8 GB, at most a
+  // quarter of the free memory, at least 2x L2).
+  cuda::DeviceBuffer flush;
+  if (args.protocol == "kernel") {
+    std::size_t free_bytes = 0, total_bytes = 0;
+    MOERUN_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+    const std::size_t want = std::max<std::size_t>(
+        std::min<std::size_t>(std::size_t{8} << 30, free_bytes / 4), 2 * prop.l2CacheSize);
+    flush = cuda::DeviceBuffer(DType::kI32, {static_cast<std::int64_t>(want / 4)});
+    report["flush_bytes"] = want;
+  }
   const double matrix_rate = !ceilings ? NAN : fp8 ? ceilings->fp8_tflops : ceilings->bf16_tflops;
   if (!args.json) {
-    std::printf("moerun bench-gemm: %s (%d SMs, L2 %d MiB), %s; %s, median of %d launches\n",
+    std::printf("moerun bench-gemm: %s (%d SMs, L2 %d MiB), %s; %s, median of %d launches, %s\n",
                 prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20, utc_now().c_str(),
-                fp8 ? "FP8 e4m3 block-scaled" : "BF16", args.repeat);
+                fp8 ? "FP8 e4m3 block-scaled" : "BF16", args.repeat,
+                args.protocol == "kernel" ? "kernel-only protocol (L2 flushed before each launch)"
+                                          : "back-to-back launches");
+    if (!clock.reason().empty()) std::printf("SM clock unknown: %s\n", clock.reason().c_str());
     if (ceilings) print_ceilings(*ceilings);
     std::printf("GB/s counts %s\n", report["bytes_counted"].get<std::string>().c_str());
-    std::printf("%-11s %13s %6s %6s %10s %8s %8s %6s %7s  %s\n", "layout", "groups x m", "N", "K",
-                "us", "TFLOP/s", "GB/s", "%copy", "%matrix", "variant");
+    std::printf("%-11s %13s %6s %6s %10s %8s %8s %6s %7s %6s  %s\n", "layout", "groups x m", "N",
+                "K", "us", "TFLOP/s", "GB/s", "%copy", "%matrix", "SM MHz", "variant");
     std::fflush(stdout);
   }
 
@@ -325,7 +349,7 @@ int bench_gemm_command(const BenchGemmArgs& args) {
     std::fprintf(stderr, "bench-gemm: %s %s\n", args.dtype.c_str(), s.spec().c_str());
     GemmBench bench(s, fp8, sets, args.seed, stream);
     for (const int variant : variants) {
-      const GemmBenchResult r = bench.time(variant, args.repeat);
+      const GemmBenchResult r = bench.time(variant, args.repeat, flush.view(), clock);
       const double sec = r.us * 1e-6;
       const double tflops = r.flops / sec * 1e-12, gbs = r.bytes / sec * 1e-9;
       const double pct_copy = ceilings ? 100.0 * gbs / ceilings->copy_gbs : NAN;
@@ -339,6 +363,7 @@ int bench_gemm_command(const BenchGemmArgs& args) {
            {"heuristic_reason", r.heuristic_reason},
            {"input_sets", r.input_sets},
            {"us", r.us},
+           {"sm_clock_mhz", r.sm_mhz},
            {"flops", r.flops},
            {"bytes", r.bytes},
            {"tflops", tflops},
@@ -354,12 +379,12 @@ int bench_gemm_command(const BenchGemmArgs& args) {
       results.push_back(j);
       if (!args.json) {
         const std::string gm = std::to_string(s.groups) + " x " + std::to_string(s.m);
-        std::printf("%-11s %13s %6lld %6lld %10.1f %8.1f %8.0f %6s %7s  %s%s%s\n",
+        std::printf("%-11s %13s %6lld %6lld %10.1f %8.1f %8.0f %6s %7s %6s  %s%s%s\n",
                     std::string(layout_name(s.layout)).c_str(), gm.c_str(),
                     static_cast<long long>(s.n), static_cast<long long>(s.k), r.us, tflops, gbs,
                     cell(pct_copy, "%.1f").c_str(), cell(pct_matrix, "%.1f").c_str(),
-                    r.variant.c_str(), r.heuristic ? " (heuristic)" : "",
-                    r.check_ok ? "" : "  SAMPLED RESULTS WRONG");
+                    cell(r.sm_mhz > 0 ? r.sm_mhz : NAN, "%.0f").c_str(), r.variant.c_str(),
+                    r.heuristic ? " (heuristic)" : "", r.check_ok ? "" : "  SAMPLED RESULTS WRONG");
         std::fflush(stdout);
       }
       if (!r.check_ok) {

@@ -39,6 +39,10 @@ struct BenchGemmArgs {
   // ... or any number of "LAYOUT:G:M:N:K[:M_MAX]"; neither: the issue-4 shapes.
   std::vector<std::string> shapes;
   std::string variant = "heuristic";  // heuristic | all | a variant name
+  // back-to-back: events around each launch, one after the other (operands rotated over 2x L2);
+  // kernel: a memset of up to 8 GB (L2 flushed, and the GPU idle in between, as DeepGEMM's
+  // bench_kineto does) before each launch, the events around the launch alone.
+  std::string protocol = "back-to-back";
   int repeat = 30;
   std::uint64_t seed = 0;
   bool json = false;

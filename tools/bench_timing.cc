@@ -9,8 +9,11 @@
 namespace moerun::tools {
 
 double median_event_ms(const std::function<void(int)>& work, int warmup, int repeat,
-                       cudaStream_t stream) {
-  for (int i = 0; i < warmup; ++i) work(i);
+                       cudaStream_t stream, const std::function<void(int)>& before) {
+  for (int i = 0; i < warmup; ++i) {
+    if (before) before(i);
+    work(i);
+  }
   cudaEvent_t begin = nullptr, end = nullptr;
   MOERUN_CUDA_CHECK(cudaEventCreate(&begin));
   struct Guard {
@@ -25,6 +28,7 @@ double median_event_ms(const std::function<void(int)>& work, int warmup, int rep
   std::vector<float> ms;
   ms.reserve(static_cast<std::size_t>(repeat));
   for (int i = 0; i < repeat; ++i) {
+    if (before) before(i);
     MOERUN_CUDA_CHECK(cudaEventRecord(begin, stream));
     work(i);
     MOERUN_CUDA_CHECK(cudaEventRecord(end, stream));

@@ -50,4 +50,21 @@ void check_topk_weights(const TensorView& topk_weights, std::int64_t tokens, int
   check_all_finite(topk_weights.data_as<const float>(), tokens, top_k, "topk_weights");
 }
 
+void check_act_scale(const TensorView& scale, std::string_view name, std::int64_t rows,
+                     std::int64_t k_blocks, std::int64_t group_rows, DeviceType device) {
+  const std::int64_t groups = group_rows > 0 ? rows / group_rows : 0;
+  const std::string expected = "f32 [" + std::to_string(groups) + ", " + std::to_string(k_blocks) +
+                               ", " + std::to_string(group_rows) +
+                               "] (groups, K / 128, rows per group: MN-major) on " +
+                               device_name(Device{device, 0});
+  const bool shape_ok = scale.defined() && group_rows > 0 && rows % group_rows == 0 &&
+                        ((scale.ndim() == 3 && scale.size(0) == groups &&
+                          scale.size(1) == k_blocks && scale.size(2) == group_rows) ||
+                         (groups == 1 && scale.ndim() == 2 && scale.size(0) == k_blocks &&
+                          scale.size(1) == group_rows));
+  check_arg(shape_ok && scale.dtype() == DType::kF32 && scale.is_contiguous() &&
+                scale.device().type == device,
+            name, expected, scale.defined() ? scale.shape_string() : std::string("none"));
+}
+
 }  // namespace moerun::detail

@@ -19,4 +19,10 @@ void check_topk_ids(const TensorView& topk_ids, int num_experts);
 // Rejects topk_weights [T, k] with a non-finite weight.
 void check_topk_weights(const TensorView& topk_weights, std::int64_t tokens, int top_k);
 
+// Checks FP8 activation scales in their MN-major layout (core/scale_layout.h): contiguous f32 on
+// `device`, `rows` rows in groups of `group_rows`, shaped [rows / group_rows, k_blocks, group_rows]
+// (with one group, [k_blocks, group_rows] too).
+void check_act_scale(const TensorView& scale, std::string_view name, std::int64_t rows,
+                     std::int64_t k_blocks, std::int64_t group_rows, DeviceType device);
+
 }  // namespace moerun::detail

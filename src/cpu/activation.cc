@@ -2,8 +2,10 @@
 
 #include <string>
 
+#include "core/checks.h"
 #include "core/parallel.h"
 #include "core/portable_math.h"
+#include "core/scale_layout.h"
 #include "cpu/quant.h"
 #include "moerun/config.h"
 #include "moerun/errors.h"
@@ -25,15 +27,19 @@ void silu_and_mul(const TensorView& gate_up, const std::vector<RowSegment>& segm
             out.shape_string());
   if (fp8) {
     check_arg(inter % kQuantGroup == 0, "intermediate_size", "a multiple of 128 for FP8", inter);
-    check_arg(out_scale.defined() && out_scale.dtype() == DType::kF32 &&
-                  out_scale.numel() == rows * (inter / kQuantGroup),
-              "activation out_scale", "f32 [rows, I / 128]",
-              out_scale.defined() ? out_scale.shape_string() : std::string("none"));
+    // MN-major; the scale tensor's last dimension is its rows per group (M_max or all rows).
+    const std::int64_t group_rows =
+        out_scale.defined() && out_scale.ndim() >= 2 ? out_scale.size(out_scale.ndim() - 1) : 0;
+    detail::check_act_scale(out_scale, "activation out_scale", rows, inter / kQuantGroup,
+                            group_rows, DeviceType::kCpu);
   }
+  const ActScaleLayout scale_layout{fp8 ? out_scale.size(out_scale.ndim() - 1) : 1,
+                                    inter / kQuantGroup};
   const auto* src = gate_up.data_as<const bf16>();
   detail::parallel_for(
       static_cast<std::int64_t>(segments.size()), 1, [&](std::int64_t begin, std::int64_t end) {
         std::vector<float> y(static_cast<std::size_t>(inter));
+        std::vector<float> scales(static_cast<std::size_t>(inter / kQuantGroup));
         for (std::int64_t s = begin; s < end; ++s) {
           const RowSegment& seg = segments[static_cast<std::size_t>(s)];
           for (std::int64_t r = seg.begin; r < seg.end; ++r) {
@@ -44,8 +50,10 @@ void silu_and_mul(const TensorView& gate_up, const std::vector<RowSegment>& segm
               y[c] = detail::silu_f32(g) * bf16_to_float(up[c]);
             }
             if (fp8) {
-              quantize_row_fp8(y.data(), inter, out.data_as<fp8e4m3>() + r * inter,
-                               out_scale.data_as<float>() + r * (inter / kQuantGroup));
+              quantize_row_fp8(y.data(), inter, out.data_as<fp8e4m3>() + r * inter, scales.data());
+              for (std::int64_t g = 0; g < inter / kQuantGroup; ++g) {
+                out_scale.data_as<float>()[scale_layout.index(r, g)] = scales[g];
+              }
             } else {
               bf16* dst = out.data_as<bf16>() + r * inter;
               for (std::int64_t c = 0; c < inter; ++c) dst[c] = float_to_bf16(y[c]);

@@ -9,7 +9,8 @@
 namespace moerun::cpu {
 
 // gate_up [rows, 2I] bf16 (columns [0, I) gate, [I, 2I) up; any leading dims flatten to rows).
-// out [rows, I]: bf16, or fp8_e4m3 with out_scale [rows, I / 128] f32 (the down GEMM's A).
+// out [rows, I]: bf16, or fp8_e4m3 with out_scale f32 (the down GEMM's A scales), MN-major
+// (core/scale_layout.h): [E_l, I / 128, M_max] (masked) or [I / 128, rows] (contiguous).
 // Only rows inside `segments` are read and written: the rest hold no token.
 // y = silu(gate) * up = gate / (1 + exp(-gate)) * up, every step in fp32, one rounding at the end.
 void silu_and_mul(const TensorView& gate_up, const std::vector<RowSegment>& segments,

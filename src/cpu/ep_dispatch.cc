@@ -6,6 +6,7 @@
 
 #include "core/checks.h"
 #include "core/parallel.h"
+#include "core/scale_layout.h"
 #include "cpu/quant.h"
 #include "moerun/errors.h"
 
@@ -123,7 +124,7 @@ EpDispatched ep_dispatch(const ExpertPlacement& placement, const std::vector<EpR
       layout.m_max = m_max;
       rows = local_experts * m_max;
       layout.tokens = HostTensor(act_dtype, {local_experts, m_max, h});
-      if (fp8) layout.scales = HostTensor(DType::kF32, {local_experts, m_max, groups});
+      if (fp8) layout.scales = HostTensor(DType::kF32, {local_experts, groups, m_max});
     } else {
       layout.m_sum = rows = row;
       layout.m_indices = HostTensor(DType::kI32, {rows});
@@ -134,7 +135,7 @@ EpDispatched ep_dispatch(const ExpertPlacement& placement, const std::vector<EpR
         std::fill(m_indices + first, m_indices + first + layout.masked_m.data<int>()[l], l);
       }
       layout.tokens = HostTensor(act_dtype, {rows, h});
-      if (fp8) layout.scales = HostTensor(DType::kF32, {rows, groups});
+      if (fp8) layout.scales = HostTensor(DType::kF32, {groups, rows});
     }
     HostTensor& origin = out.received[static_cast<std::size_t>(r)].origin;
     origin = HostTensor(DType::kI32, {rows});
@@ -186,8 +187,12 @@ EpDispatched ep_dispatch(const ExpertPlacement& placement, const std::vector<EpR
           std::memcpy(static_cast<std::byte*>(layout.tokens.view().data()) + dst * row_bytes, row,
                       row_bytes);
           if (fp8) {
-            std::memcpy(layout.scales.data<float>() + dst * groups, scales.data(),
-                        scales.size() * sizeof(float));
+            // MN-major (core/scale_layout.h): groups of M_max rows (masked) or all rows.
+            const ActScaleLayout at{layout.layout == Layout::kMasked ? layout.m_max : layout.m_sum,
+                                    groups};
+            for (std::int64_t g = 0; g < groups; ++g) {
+              layout.scales.data<float>()[at.index(dst, g)] = scales[g];
+            }
           }
         }
       }

@@ -32,8 +32,8 @@ struct EpDispatchOptions {
   std::int64_t slot_stride = 0;
 };
 
-// What one rank received: its layout (tokens, scales, masked_m, m_indices; src2dst is left
-// undefined, a source-side notion) and where each row came from.
+// What one rank received: its layout (tokens, scales MN-major as core/scale_layout.h, masked_m,
+// m_indices; src2dst is left undefined, a source-side notion) and where each row came from.
 struct EpReceived {
   Permuted layout;
   HostTensor origin;  // [rows] i32: source_rank * slot_stride + t * k + j; -1 for rows of no token

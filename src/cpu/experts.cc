@@ -61,18 +61,20 @@ HostTensor run_experts(const MoeConfig& config, const MoeWeights& weights, const
   }
 
   HostTensor act(act_dtype, {rows, inter});
+  // MN-major (core/scale_layout.h): the down GEMM's A scales in its layout's groups of rows.
   HostTensor act_scale;
-  if (config.is_fp8()) act_scale = HostTensor(DType::kF32, {rows, inter / kQuantGroup});
+  if (config.is_fp8()) {
+    act_scale = masked
+                    ? HostTensor(DType::kF32, {local_experts, inter / kQuantGroup, permuted.m_max})
+                    : HostTensor(DType::kF32, {inter / kQuantGroup, rows});
+  }
   silu_and_mul(gate_up.view(), segments, act.view(), act_scale.view());
 
   HostTensor down(DType::kBF16, {rows, h});
   const GemmOperand w2{weights.w2, weights.w2_scale};
   if (masked) {
     const TensorView act3d(act.view().data(), act_dtype, {local_experts, permuted.m_max, inter});
-    const TensorView scale3d =
-        config.is_fp8() ? TensorView(act_scale.view().data(), DType::kF32,
-                                     {local_experts, permuted.m_max, inter / kQuantGroup})
-                        : TensorView();
+    const TensorView scale3d = act_scale.view();
     const TensorView down3d(down.view().data(), DType::kBF16, {local_experts, permuted.m_max, h});
     if (overlap) {
       constexpr int kBlockM = 64;

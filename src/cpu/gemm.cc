@@ -6,7 +6,9 @@
 #include <string>
 #include <vector>
 
+#include "core/checks.h"
 #include "core/parallel.h"
+#include "core/scale_layout.h"
 #include "cpu/row_segments.h"
 #include "moerun/config.h"
 #include "moerun/errors.h"
@@ -22,7 +24,8 @@ constexpr int kRowsPerStep = 4;
 
 struct Problem {
   const std::byte* a;
-  const float* a_scale;  // FP8 only
+  const float* a_scale;           // FP8 only, MN-major
+  ActScaleLayout a_scale_layout;  // FP8 only
   const std::byte* b;
   const float* b_scale;  // FP8 only
   bf16* out;
@@ -68,7 +71,7 @@ void run_tile(const Problem& p, const RowSegment& seg, std::int64_t n0, std::int
   for (std::int64_t m0 = seg.begin; m0 < seg.end; m0 += kRowsPerStep) {
     const int rows = static_cast<int>(std::min<std::int64_t>(kRowsPerStep, seg.end - m0));
     const float* a_ptr[kRowsPerStep];
-    const float* a_scale[kRowsPerStep];
+    std::int64_t scale_row[kRowsPerStep];
     for (int r = 0; r < kRowsPerStep; ++r) {
       float* dst = a_rows.data() + r * k;
       // Missing rows of a short step compute on zeros and are not stored.
@@ -78,7 +81,7 @@ void run_tile(const Problem& p, const RowSegment& seg, std::int64_t n0, std::int
         std::fill(dst, dst + k, 0.0f);
       }
       a_ptr[r] = dst;
-      a_scale[r] = p.fp8 ? p.a_scale + (m0 + std::min(r, rows - 1)) * k_blocks : nullptr;
+      scale_row[r] = m0 + std::min(r, rows - 1);
     }
     for (std::int64_t n = n0; n < n1; ++n) {
       const float* b_row = b_tile.data() + (n - n0) * k;
@@ -92,8 +95,10 @@ void run_tile(const Problem& p, const RowSegment& seg, std::int64_t n0, std::int
           for (int r = 0; r < kRowsPerStep; ++r) a_block[r] = a_ptr[r] + kb * kQuantGroup;
           float partial[kRowsPerStep];
           dot_rows(a_block, b_row + kb * kQuantGroup, kQuantGroup, partial);
-          for (int r = 0; r < kRowsPerStep; ++r)
-            acc[r] += partial[r] * (a_scale[r][kb] * w_scale[kb]);
+          for (int r = 0; r < kRowsPerStep; ++r) {
+            const float a_scale = p.a_scale[p.a_scale_layout.index(scale_row[r], kb)];
+            acc[r] += partial[r] * (a_scale * w_scale[kb]);
+          }
         }
       } else {
         dot_rows(a_ptr, b_row, k, acc);
@@ -120,8 +125,10 @@ void run_segments(const Problem& p, const std::vector<RowSegment>& segments,
   });
 }
 
-// Checks the operands of either layout; `a_rows_shape` is A's shape without K.
-Problem make_problem(const GemmOperand& a, const GemmOperand& b, const TensorView& out) {
+// Checks the operands of either layout; FP8 A scales come in groups of `a_scale_group_rows` rows
+// (masked: M_max; contiguous: M_sum).
+Problem make_problem(const GemmOperand& a, const GemmOperand& b, const TensorView& out,
+                     std::int64_t a_scale_group_rows) {
   check_arg(b.data.ndim() == 3, "B (weights) rank", "3 ([E_l, N, K])", b.data.ndim());
   const std::int64_t experts = b.data.size(0), n = b.data.size(1), k = b.data.size(2);
   const bool fp8 = b.data.dtype() == DType::kFP8E4M3;
@@ -149,10 +156,8 @@ Problem make_problem(const GemmOperand& a, const GemmOperand& b, const TensorVie
               "multiples of 128 for FP8", std::to_string(n) + " x " + std::to_string(k));
     check_tensor(b.scale, "B scale", DType::kF32, {experts, n / kQuantGroup, k / kQuantGroup},
                  DeviceType::kCpu);
-    check_arg(a.scale.defined() && a.scale.dtype() == DType::kF32 &&
-                  a.scale.numel() == a_rows * (k / kQuantGroup),
-              "A scale", "f32 with " + std::to_string(k / kQuantGroup) + " scales per row",
-              a.scale.defined() ? a.scale.shape_string() : std::string("none"));
+    detail::check_act_scale(a.scale, "A scale", a_rows, k / kQuantGroup, a_scale_group_rows,
+                            DeviceType::kCpu);
     a_scale = a.scale.data_as<const float>();
     b_scale = b.scale.data_as<const float>();
   } else {
@@ -161,6 +166,7 @@ Problem make_problem(const GemmOperand& a, const GemmOperand& b, const TensorVie
   }
   return {static_cast<const std::byte*>(a.data.data()),
           a_scale,
+          {a_scale_group_rows, k / kQuantGroup},
           static_cast<const std::byte*>(b.data.data()),
           b_scale,
           out.data_as<bf16>(),
@@ -174,10 +180,10 @@ Problem make_problem(const GemmOperand& a, const GemmOperand& b, const TensorVie
 std::optional<OverlapReport> grouped_gemm_masked(const GemmOperand& a, const GemmOperand& b,
                                                  const TensorView& masked_m, const TensorView& out,
                                                  const OverlapSignal* signal) {
-  const Problem p = make_problem(a, b, out);
-  check_arg(a.data.ndim() == 3 && a.data.size(0) == b.data.size(0), "A (activations) shape",
-            "[E_l = " + std::to_string(b.data.size(0)) + ", M_max, K]", a.data.shape_string());
+  check_arg(a.data.ndim() == 3 && b.data.ndim() == 3 && a.data.size(0) == b.data.size(0),
+            "A (activations) shape", "[E_l (as B), M_max, K]", a.data.shape_string());
   const std::int64_t experts = a.data.size(0), m_max = a.data.size(1);
+  const Problem p = make_problem(a, b, out, m_max);
   check_tensor(masked_m, "masked_m", DType::kI32, {experts}, DeviceType::kCpu);
   const auto segments = masked_segments(masked_m, m_max);
   if (signal == nullptr) {
@@ -201,8 +207,8 @@ std::optional<OverlapReport> grouped_gemm_masked(const GemmOperand& a, const Gem
 
 void grouped_gemm_contiguous(const GemmOperand& a, const GemmOperand& b,
                              const TensorView& m_indices, const TensorView& out) {
-  const Problem p = make_problem(a, b, out);
   check_arg(a.data.ndim() == 2, "A (activations) rank", "2 ([M_sum, K])", a.data.ndim());
+  const Problem p = make_problem(a, b, out, a.data.size(0));
   check_tensor(m_indices, "m_indices", DType::kI32, {a.data.size(0)}, DeviceType::kCpu);
   run_segments(p, contiguous_segments(m_indices, static_cast<int>(b.data.size(0))),
                [](const RowSegment&) {});

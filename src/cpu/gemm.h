@@ -10,7 +10,9 @@
 namespace moerun::cpu {
 
 // A matrix and, for FP8, its scales. BF16 operands leave `scale` undefined.
-//   A (activations): data [rows, K], scale [rows, K / 128] f32 (one per token per 128 columns)
+//   A (activations): data [rows, K], scale f32 (one per row per 128 columns), MN-major
+//                    (core/scale_layout.h): masked [E_l, K / 128, M_max], contiguous [K / 128,
+//                    M_sum]
 //   B (weights):     data [E_l, N, K], scale [E_l, N / 128, K / 128] f32 (one per 128x128 block)
 struct GemmOperand {
   TensorView data;

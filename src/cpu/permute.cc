@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "core/parallel.h"
+#include "core/scale_layout.h"
 #include "cpu/quant.h"
 #include "moerun/errors.h"
 
@@ -78,12 +79,13 @@ Permuted permute(const TensorView& hidden, const TensorView& local_ids, int num_
   const DType act_dtype = fp8 ? DType::kFP8E4M3 : DType::kBF16;
   if (options.layout == Layout::kMasked) {
     out.tokens = HostTensor(act_dtype, {num_local_experts, out.m_max, hidden_size});
-    if (fp8) out.scales = HostTensor(DType::kF32, {num_local_experts, out.m_max, groups});
+    if (fp8) out.scales = HostTensor(DType::kF32, {num_local_experts, groups, out.m_max});
   } else {
     out.tokens = HostTensor(act_dtype, {rows, hidden_size});
-    if (fp8) out.scales = HostTensor(DType::kF32, {rows, groups});
+    if (fp8) out.scales = HostTensor(DType::kF32, {groups, rows});
   }
 
+  const ActScaleLayout scale_layout{options.layout == Layout::kMasked ? out.m_max : rows, groups};
   int* src2dst = out.src2dst.data<int>();
   for (std::int64_t i = 0; i < tokens * k; ++i) {
     src2dst[i] = ids[i] >= 0 ? static_cast<int>(first_row[ids[i]] + position[i]) : -1;
@@ -110,8 +112,9 @@ Permuted permute(const TensorView& hidden, const TensorView& local_ids, int num_
         std::memcpy(static_cast<std::byte*>(out.tokens.view().data()) + dst * row_bytes, row,
                     row_bytes);
         if (fp8) {
-          std::memcpy(out.scales.data<float>() + dst * groups, scales.data(),
-                      scales.size() * sizeof(float));
+          for (std::int64_t g = 0; g < groups; ++g) {
+            out.scales.data<float>()[scale_layout.index(dst, g)] = scales[g];
+          }
         }
       }
     }

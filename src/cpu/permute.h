@@ -24,7 +24,8 @@ struct Permuted {
   // masked [E_l, M_max, H] or contiguous [M_sum, H]; fp8_e4m3 for FP8 weights, else bf16.
   // Rows past masked_m[e] (masked) and padding rows (contiguous) are never written nor read.
   HostTensor tokens;
-  HostTensor scales;     // FP8 only: [E_l, M_max, H / 128] or [M_sum, H / 128] f32
+  // FP8 only, f32, MN-major (core/scale_layout.h): [E_l, H / 128, M_max] or [H / 128, M_sum].
+  HostTensor scales;
   HostTensor masked_m;   // [E_l] i32: valid rows per expert (both layouts)
   HostTensor m_indices;  // contiguous only: [M_sum] i32, local expert of each row, -1 = padding
   HostTensor src2dst;    // [T, k] i32: row of each (token, slot), -1 when skipped

@@ -19,7 +19,9 @@
 #include <algorithm>
 #include <string>
 
+#include "core/checks.h"
 #include "core/portable_math.h"
+#include "core/scale_layout.h"
 #include "cuda/activation.h"
 #include "cuda/cuda_check.h"
 #include "cuda/device_utils.cuh"
@@ -34,7 +36,8 @@ namespace {
 struct ActParams {
   const std::uint16_t* gate_up;  // [rows, 2I] bf16
   void* out;                     // [rows, I] bf16 or fp8
-  float* out_scale;              // FP8: [rows, I / 128]
+  float* out_scale;              // FP8: MN-major (core/scale_layout.h)
+  ActScaleLayout scale_layout;   // FP8: rows per group, I / 128
   long long rows;
   int inter;
   int vectors;          // 8-column vectors per row: I / 8
@@ -250,7 +253,7 @@ __global__ void __launch_bounds__(kThreads) silu_and_mul_kernel(ActParams p) {
       if (active) {
         auto* out = static_cast<std::uint8_t*>(p.out) + row * p.inter;
         reinterpret_cast<uint2*>(out)[vec] = make_uint2(words[0], words[1]);
-        if (lane % 16 == 0) p.out_scale[row * (p.inter / 128) + vec / 16] = scale;
+        if (lane % 16 == 0) p.out_scale[p.scale_layout.index(row, vec / 16)] = scale;
       }
     } else if (active) {
       auto* out = reinterpret_cast<uint4*>(static_cast<std::uint16_t*>(p.out) + row * p.inter);
@@ -319,11 +322,9 @@ void silu_and_mul(const TensorView& gate_up, const RowSet& rows, const TensorVie
             out.shape_string());
   if (fp8) {
     check_arg(inter % kQuantGroup == 0, "intermediate_size", "a multiple of 128 for FP8", inter);
-    check_arg(out_scale.defined() && out_scale.dtype() == DType::kF32 &&
-                  out_scale.numel() == n_rows * (inter / kQuantGroup) &&
-                  out_scale.device().type == DeviceType::kCuda,
-              "activation out_scale", "f32 [rows, I / 128] on cuda",
-              out_scale.defined() ? out_scale.shape_string() : std::string("none"));
+    detail::check_act_scale(out_scale, "activation out_scale", n_rows, inter / kQuantGroup,
+                            rows.layout == Layout::kMasked ? rows.m_max : n_rows,
+                            DeviceType::kCuda);
   }
   ActParams p{};
   const std::int64_t experts = rows.masked_m.defined() ? rows.masked_m.numel() : 0;
@@ -348,6 +349,8 @@ void silu_and_mul(const TensorView& gate_up, const RowSet& rows, const TensorVie
   p.gate_up = static_cast<const std::uint16_t*>(gate_up.data());
   p.out = out.data();
   p.out_scale = fp8 ? out_scale.data_as<float>() : nullptr;
+  if (fp8)
+    p.scale_layout = {rows.layout == Layout::kMasked ? rows.m_max : n_rows, inter / kQuantGroup};
   p.rows = n_rows;
   p.inter = static_cast<int>(inter);
   const std::int64_t rows_upper =

@@ -24,7 +24,8 @@ struct RowSet {
 };
 
 // gate_up [rows, 2I] bf16 (columns [0, I) gate, [I, 2I) up; leading dims flatten to rows).
-// out [rows, I]: bf16, or fp8_e4m3 with out_scale [rows, I / 128] f32. Only rows in `rows` are
+// out [rows, I]: bf16, or fp8_e4m3 with out_scale f32, MN-major (core/scale_layout.h): masked
+// [E_l, I / 128, M_max], contiguous [I / 128, rows]. Only rows in `rows` are
 // read and written. y = silu_f32(gate) * up in fp32 (core/portable_math.h: the oracle's function,
 // the same bits on host and device), each operation IEEE round-to-nearest with no contraction.
 void silu_and_mul(const TensorView& gate_up, const RowSet& rows, const TensorView& out,

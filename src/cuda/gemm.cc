@@ -2,11 +2,13 @@
 // maps, the variant choice (cuda/gemm_heuristics.cc) and the launch. The kernels are in
 // cuda/gemm/sm90_grouped_gemm.cuh.
 //
-// Tensor maps: A and B are both 3-D, K-major, {K, rows, groups} with a {BLOCK_K, BLOCK_M or
-// BLOCK_N, 1} box and 128-byte swizzling: masked A is {K, M_max, E_l}, contiguous A {K, M_sum, 1},
-// B {K, N, E_l}. Reads past K, past N or past M_max come back as zeros, never as a neighbour's
-// data. cuTensorMapEncodeTiled comes from the driver through the runtime's entry-point query, so
-// the library does not link libcuda.
+// Tensor maps (sm90_params.h): A and B are 3-D, K-major, {K, rows, groups} with a {BLOCK_K, BLOCK_M
+// or BLOCK_N, 1} box and 128-byte swizzling: masked A is {K, M_max, E_l}, contiguous A {K, M_sum,
+// 1}, B {K, N, E_l}; FP8 A scales {M_max or M_sum, K / 128, groups} (MN-major) with a {BLOCK_M,
+// 1, 1} box; out {N, M_max or M_sum, groups} with a 64 x 64 box for the TMA stores. Reads past K,
+// past N or past M_max come back as zeros, never as a neighbour's data, and stores past N or M_max
+// are dropped. cuTensorMapEncodeTiled comes from the driver through the runtime's entry-point
+// query, so the library does not link libcuda.
 #include "cuda/gemm.h"
 
 #include <cuda.h>
@@ -16,6 +18,7 @@
 #include <cstdint>
 #include <string>
 
+#include "core/checks.h"
 #include "cuda/cuda_check.h"
 #include "cuda/gemm/sm90_params.h"
 #include "cuda/gemm/sm90_variants.h"
@@ -46,28 +49,36 @@ EncodeTiledFn encode_tiled() {
   return fn;
 }
 
-// K-major 3-D map {K, rows, groups} of 1-byte (e4m3) or 2-byte (bf16) elements.
-CUtensorMap make_tensor_map(const void* base, bool fp8, std::int64_t k, std::int64_t rows,
-                            std::int64_t groups, int box_k, int box_rows) {
-  const std::uint64_t elem = fp8 ? 1 : 2;
-  const cuuint64_t dims[3] = {static_cast<cuuint64_t>(k), static_cast<cuuint64_t>(rows),
-                              static_cast<cuuint64_t>(groups)};
-  const cuuint64_t strides[2] = {static_cast<cuuint64_t>(k) * elem,
-                                 static_cast<cuuint64_t>(rows * k) * elem};
-  const cuuint32_t box[3] = {static_cast<cuuint32_t>(box_k), static_cast<cuuint32_t>(box_rows), 1};
+// A 3-D map {d0 innermost, d1, d2} of a dense tensor, `box` elements per load or store.
+CUtensorMap make_map_3d(const void* base, CUtensorMapDataType type, std::uint64_t elem_bytes,
+                        const std::int64_t (&dims)[3], const int (&box)[3],
+                        CUtensorMapSwizzle swizzle, const char* what) {
+  const cuuint64_t sizes[3] = {static_cast<cuuint64_t>(dims[0]), static_cast<cuuint64_t>(dims[1]),
+                               static_cast<cuuint64_t>(dims[2])};
+  const cuuint64_t strides[2] = {static_cast<cuuint64_t>(dims[0]) * elem_bytes,
+                                 static_cast<cuuint64_t>(dims[0] * dims[1]) * elem_bytes};
+  const cuuint32_t box_dims[3] = {static_cast<cuuint32_t>(box[0]), static_cast<cuuint32_t>(box[1]),
+                                  static_cast<cuuint32_t>(box[2])};
   const cuuint32_t elem_strides[3] = {1, 1, 1};
   CUtensorMap map{};
   const CUresult status =
-      encode_tiled()(&map, fp8 ? CU_TENSOR_MAP_DATA_TYPE_UINT8 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
-                     3, const_cast<void*>(base), dims, strides, box, elem_strides,
-                     CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-                     CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+      encode_tiled()(&map, type, 3, const_cast<void*>(base), sizes, strides, box_dims, elem_strides,
+                     CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                     CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   if (status != CUDA_SUCCESS) {
     throw CudaError("cuTensorMapEncodeTiled failed with CUresult " + std::to_string(status) +
-                    " for a [" + std::to_string(groups) + ", " + std::to_string(rows) + ", " +
-                    std::to_string(k) + "] operand");
+                    " for the " + what + " [" + std::to_string(dims[2]) + ", " +
+                    std::to_string(dims[1]) + ", " + std::to_string(dims[0]) + "]");
   }
   return map;
+}
+
+// K-major operand {K, rows, groups} of e4m3 or bf16: 128 bytes of K x `box_rows` per load.
+CUtensorMap make_operand_map(const void* base, bool fp8, std::int64_t k, std::int64_t rows,
+                             std::int64_t groups, int box_k, int box_rows, const char* what) {
+  return make_map_3d(base, fp8 ? CU_TENSOR_MAP_DATA_TYPE_UINT8 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
+                     fp8 ? 1 : 2, {k, rows, groups}, {box_k, box_rows, 1},
+                     CU_TENSOR_MAP_SWIZZLE_128B, what);
 }
 
 int sm_count() {
@@ -82,6 +93,7 @@ bool aligned16(const void* ptr) { return reinterpret_cast<std::uintptr_t>(ptr) %
 struct Operands {
   sm90::GroupedGemmParams params;
   const void* a = nullptr;
+  const void* a_scale = nullptr;  // FP8: MN-major (core/scale_layout.h)
   const void* b = nullptr;
   bool fp8 = false;
   std::int64_t n = 0;
@@ -89,9 +101,10 @@ struct Operands {
   std::int64_t experts = 0;
 };
 
-// Checks the operands of either layout (can_implement) and fills all but the layout fields.
+// Checks the operands of either layout (can_implement) and fills all but the layout fields. A's
+// (FP8) scales come in groups of `a_scale_group_rows` rows (masked: M_max; contiguous: M_sum).
 Operands check_operands(const GemmOperand& a, const GemmOperand& b, const TensorView& out,
-                        std::int64_t rows) {
+                        std::int64_t rows, std::int64_t a_scale_group_rows) {
   check_arg(b.data.ndim() == 3, "B (weights) rank", "3 ([E_l, N, K])", b.data.ndim());
   const std::int64_t experts = b.data.size(0), n = b.data.size(1), k = b.data.size(2);
   const bool fp8 = b.data.dtype() == DType::kFP8E4M3;
@@ -120,12 +133,11 @@ Operands check_operands(const GemmOperand& a, const GemmOperand& b, const Tensor
   if (fp8) {
     check_tensor(b.scale, "B scale", DType::kF32, {experts, n / kQuantGroup, k / kQuantGroup},
                  DeviceType::kCuda);
-    check_arg(a.scale.defined() && a.scale.dtype() == DType::kF32 &&
-                  a.scale.numel() == rows * (k / kQuantGroup) && a.scale.is_contiguous() &&
-                  a.scale.device().type == DeviceType::kCuda,
-              "A scale", "f32 on cuda with " + std::to_string(k / kQuantGroup) + " scales per row",
-              a.scale.defined() ? a.scale.shape_string() : std::string("none"));
-    p.a_scale = a.scale.data_as<const float>();
+    detail::check_act_scale(a.scale, "A scale", rows, k / kQuantGroup, a_scale_group_rows,
+                            DeviceType::kCuda);
+    check_arg(aligned16(a.scale.data()), "A scale data", "a 16-byte aligned device pointer",
+              "a misaligned pointer");
+    o.a_scale = a.scale.data();
     p.b_scale = b.scale.data_as<const float>();
   } else {
     check_arg(!a.scale.defined() && !b.scale.defined(), "BF16 operand scales", "none",
@@ -161,24 +173,29 @@ GemmProblem contiguous_problem(bool fp8, std::int64_t m_sum, std::int64_t n, std
   return {fp8, 1, m_sum, n, k, sm_count()};
 }
 
-// Picks the variant for `problem`, builds the maps and launches. `a_rows`/`a_groups`: A's TMA
-// view.
-void run(Operands& o, std::int64_t a_rows, std::int64_t a_groups, const GemmProblem& problem,
-         cudaStream_t stream) {
-  const int num_sms = problem.num_sms;
-  const GemmChoice choice = choose_gemm_variant(problem);
+// Picks the variant for `problem`, builds the maps and launches. `a_rows`/`a_groups`: A's (and
+// out's and the FP8 A scales') rows per group and groups.
+void run(Operands& o, std::int64_t a_rows, std::int64_t a_groups, const GemmChoice& choice,
+         int num_sms, cudaStream_t stream) {
   const sm90::VariantShape shape = sm90::variant_shape(choice.variant);
   sm90::GroupedGemmParams& p = o.params;
   p.n_blocks = static_cast<int>(ceil_div<std::int64_t>(o.n, shape.block_n));
   p.k_blocks = static_cast<int>(ceil_div<std::int64_t>(o.k, shape.block_k));
   if (p.masked_m == nullptr) p.m_row_blocks = static_cast<int>(a_rows / shape.block_m);
   p.raster_rows = choice.raster_rows;
-  // With a cluster, each CTA loads (and multicasts) its share of the A tile's rows.
-  const CUtensorMap tma_a = make_tensor_map(o.a, o.fp8, o.k, a_rows, a_groups, shape.block_k,
-                                            shape.block_m / shape.cluster_n);
-  const CUtensorMap tma_b =
-      make_tensor_map(o.b, o.fp8, o.k, o.n, o.experts, shape.block_k, shape.block_n);
-  sm90::launch_variant(choice.variant, tma_a, tma_b, p, num_sms, stream);
+  sm90::GroupedGemmMaps maps{};
+  maps.a = make_operand_map(o.a, o.fp8, o.k, a_rows, a_groups, shape.block_k, shape.block_m,
+                            "A (activations)");
+  maps.b = make_operand_map(o.b, o.fp8, o.k, o.n, o.experts, shape.block_k, shape.block_n,
+                            "B (weights)");
+  if (o.fp8) {
+    maps.a_scale = make_map_3d(o.a_scale, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4,
+                               {a_rows, o.k / kQuantGroup, a_groups}, {shape.block_m, 1, 1},
+                               CU_TENSOR_MAP_SWIZZLE_NONE, "A scale");
+  }
+  maps.out = make_map_3d(p.out, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, {o.n, a_rows, a_groups},
+                         {64, 64, 1}, CU_TENSOR_MAP_SWIZZLE_128B, "out");
+  sm90::launch_variant(choice.variant, maps, p, num_sms, stream);
 }
 
 }  // namespace
@@ -192,7 +209,7 @@ std::optional<OverlapReport> grouped_gemm_masked(const GemmOperand& a, const Gem
   const std::int64_t experts = a.data.size(0), m_max = a.data.size(1);
   check_gemm_masked_m_max(m_max);
   check_arg(expected_m >= 0, "expected_m", ">= 0 (0 = unknown)", expected_m);
-  Operands o = check_operands(a, b, out, experts * m_max);
+  Operands o = check_operands(a, b, out, experts * m_max, m_max);
   check_tensor(masked_m, "masked_m", DType::kI32, {experts}, DeviceType::kCuda);
   sm90::GroupedGemmParams& p = o.params;
   p.masked_m = masked_m.data_as<const int>();
@@ -205,11 +222,15 @@ std::optional<OverlapReport> grouped_gemm_masked(const GemmOperand& a, const Gem
     check_tensor(signal->counters, "overlap counters", DType::kI32,
                  {experts * (m_max / kGemmBlockM)}, DeviceType::kCuda);
     p.counters = signal->counters.data_as<int>();
-    report = OverlapReport{kGemmBlockM, static_cast<int>(ceil_div<std::int64_t>(o.n, kGemmBlockN))};
   }
-  if (experts * m_max > 0) {
-    run(o, m_max, experts, masked_problem(o.fp8, experts, m_max, o.n, o.k, expected_m), stream);
+  const GemmProblem problem = masked_problem(o.fp8, experts, m_max, o.n, o.k, expected_m);
+  const GemmChoice choice = choose_gemm_variant(problem);
+  if (signal != nullptr) {
+    // Each tile adds 1 to its row blocks' counters: complete at the tile's N block count.
+    report = OverlapReport{kGemmBlockM, static_cast<int>(ceil_div<std::int64_t>(
+                                            o.n, sm90::variant_shape(choice.variant).block_n))};
   }
+  if (experts * m_max > 0) run(o, m_max, experts, choice, problem.num_sms, stream);
   return report;
 }
 
@@ -219,10 +240,13 @@ void grouped_gemm_contiguous(const GemmOperand& a, const GemmOperand& b,
   check_arg(a.data.ndim() == 2, "A (activations) rank", "2 ([M_sum, K])", a.data.ndim());
   const std::int64_t rows = a.data.size(0);
   check_gemm_contiguous_m_sum(rows);
-  Operands o = check_operands(a, b, out, rows);
+  Operands o = check_operands(a, b, out, rows, rows);
   check_tensor(m_indices, "m_indices", DType::kI32, {rows}, DeviceType::kCuda);
   o.params.m_indices = m_indices.data_as<const int>();
-  if (rows > 0) run(o, rows, 1, contiguous_problem(o.fp8, rows, o.n, o.k), stream);
+  if (rows > 0) {
+    const GemmProblem problem = contiguous_problem(o.fp8, rows, o.n, o.k);
+    run(o, rows, 1, choose_gemm_variant(problem), problem.num_sms, stream);
+  }
 }
 
 GemmChoice grouped_gemm_masked_variant(bool fp8, std::int64_t experts, std::int64_t m_max,

@@ -16,30 +16,31 @@
 #include <optional>
 
 #include "cuda/gemm_heuristics.h"
-#include "cuda/gemm_shape.h"  // kGemmBlockM, kGemmBlockN and the size rules
+#include "cuda/gemm_shape.h"  // kGemmBlockM and the size rules
 #include "moerun/tensor.h"
 
 namespace moerun::cuda {
 
 // A matrix and, for FP8, its scales (device views). BF16 operands leave `scale` undefined.
-//   A (activations): data [rows, K], scale [rows, K / 128] f32
+//   A (activations): data [rows, K], scale f32 MN-major (core/scale_layout.h): masked
+//                    [E_l, K / 128, M_max], contiguous [K / 128, M_sum]
 //   B (weights):     data [E_l, N, K], scale [E_l, N / 128, K / 128] f32
 struct GemmOperand {
   TensorView data;
   TensorView scale;
 };
 
-// Single-batch overlap: once the outputs of expert e, rows [b * block_m, (b + 1) * block_m),
-// columns [c * 128, (c + 1) * 128) are stored, the masked GEMM has added 1 for them to counters[e *
-// ceil(M_max / block_m) + b] with release ordering at device scope (a tile adds its count of
-// 128-column groups at once). Row blocks without a token are never counted. The caller zeroes the
-// counters (cudaMemsetAsync) before the GEMM.
+// Single-batch overlap: once the outputs of expert e, rows [b * block_m, (b + 1) * block_m), of
+// one N tile of the kernel that runs are stored, the masked GEMM has added 1 to counters[e *
+// ceil(M_max / block_m) + b] with release ordering at device scope. Row blocks without a token are
+// never counted. The caller zeroes the counters (cudaMemsetAsync) before the GEMM.
 struct OverlapSignal {
   TensorView counters;        // [E_l * ceil(M_max / block_m)] i32 (device)
   int block_m = kGemmBlockM;  // must be kGemmBlockM
 };
 
-// A row block is final once its counter reaches `threshold` (ceil(N / kGemmBlockN)).
+// A row block is final once its counter reaches `threshold`: ceil(N / BLOCK_N) of the variant
+// that ran (grouped_gemm_masked_variant).
 struct OverlapReport {
   int block_m;
   int threshold;

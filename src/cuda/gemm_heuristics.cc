@@ -4,12 +4,11 @@
 // Fixed by the variants rather than chosen here, and why:
 //  - BLOCK_K = 128 bytes of K (64 bf16, 128 e4m3): one 128-byte swizzle row per stage, and for FP8
 //    exactly one scale block, so the promotion happens once per stage.
-//  - BLOCK_N: BF16 256 or 128 (128 or 64 fp32 accumulators per thread), FP8 128 (three accumulator
-//    sets of 64 registers: the promoted sums and two partials; one weight scale per tile).
-//  - stages: as many as fit in shared memory beside the epilogue slab (4-8).
-//  - clusters: 1, or 2 CTAs on neighbouring N blocks sharing the A tile by TMA multicast (the
-//    *C2 variants), weighed like the others by speed: as fast as the same tile without a cluster
-//    (L2 -> SM traffic is not what limits these tiles), so ties keep the cluster-free variant.
+//  - BLOCK_N: BF16 256 or 128 (128 or 64 fp32 accumulators per thread); FP8 112, 128, 160 or 192
+//    (the promoted sums and the K block's partial: 2 x N / 2 registers; 192 is the widest that
+//    fits 232 registers). Wider tiles give the math warps more tensor-core time per K block to
+//    hide their scalar work and read less of A and B per FLOP; narrower ones fill the last wave.
+//  - stages: as many as fit in shared memory beside the epilogue buffer (4-8).
 #include "cuda/gemm_heuristics.h"
 
 #include <atomic>
@@ -32,8 +31,8 @@ std::atomic<int> forced_raster_rows{0};
 // the same.
 constexpr int kContiguousRasterRows = 16;
 
-// Throughput of a variant on full tiles relative to the best one of its dtype: the median ratio
-// over the contiguous CudaGroupedGemmBench shapes (H200, 2026-11-25; docs/gemm.md).
+// Throughput of a variant on full tiles relative to the best one of its dtype (`moerun bench-gemm
+// --variant all`, contiguous shapes, H200; docs/gemm.md has the run).
 struct Candidate {
   GemmVariant variant;
   double speed;
@@ -41,14 +40,12 @@ struct Candidate {
 constexpr Candidate kBf16Candidates[] = {
     {GemmVariant::kBf16M128N256, 1.0},
     {GemmVariant::kBf16M128N128, 0.90},
-    {GemmVariant::kBf16M64N256, 0.60},
-    // 0.98-1.01x the same tile without a cluster (with the banded contiguous order 0.98x).
-    {GemmVariant::kBf16M128N256C2, 0.98},
 };
 constexpr Candidate kFp8Candidates[] = {
-    {GemmVariant::kFp8M128N128, 1.0},
-    {GemmVariant::kFp8M64N128, 0.79},
-    {GemmVariant::kFp8M128N128C2, 0.99},  // 0.98-1.01x kFp8M128N128
+    {GemmVariant::kFp8M128N192, 1.0},
+    {GemmVariant::kFp8M128N160, 0.97},
+    {GemmVariant::kFp8M128N128, 0.94},
+    {GemmVariant::kFp8M128N112, 0.90},
 };
 
 std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
@@ -62,10 +59,6 @@ std::string gemm_variant_name(sm90::GemmVariant variant) {
   name += std::to_string(s.block_m);
   name += 'N';
   name += std::to_string(s.block_n);
-  if (s.cluster_n > 1) {
-    name += 'C';
-    name += std::to_string(s.cluster_n);
-  }
   return name;
 }
 
@@ -89,24 +82,25 @@ GemmChoice choose_variant(const GemmProblem& problem) {
   }
   // Otherwise the variant with the best expected rate: its full-tile speed times the fraction of
   // the last wave's SMs that have work (a persistent CTA per SM walks ceil(tiles / SMs) tiles)
-  // times the fraction of its rows that hold tokens.
+  // times the fractions of its rows that hold tokens and of its columns inside N.
   const Candidate* begin = problem.fp8 ? std::begin(kFp8Candidates) : std::begin(kBf16Candidates);
   const Candidate* end = problem.fp8 ? std::end(kFp8Candidates) : std::end(kBf16Candidates);
-  GemmChoice best{begin->variant, "rows per group > 64: best speed x wave fill x row fill"};
+  GemmChoice best{begin->variant,
+                  "rows per group > 64: best speed x wave fill x row fill x column fill"};
   double best_score = -1.0;
   const std::int64_t sms = problem.num_sms > 0 ? problem.num_sms : 132;
   for (const Candidate* c = begin; c != end; ++c) {
     const sm90::VariantShape shape = sm90::variant_shape(c->variant);
     const std::int64_t row_blocks = ceil_div(problem.rows_per_group, shape.block_m);
-    // A cluster's N blocks run together: round them up to whole clusters.
-    const std::int64_t n_blocks =
-        ceil_div(ceil_div(problem.n, shape.block_n), shape.cluster_n) * shape.cluster_n;
+    const std::int64_t n_blocks = ceil_div(problem.n, shape.block_n);
     const std::int64_t tiles = std::int64_t{problem.groups} * row_blocks * n_blocks;
     const double wave_fill =
         static_cast<double>(tiles) / static_cast<double>(ceil_div(tiles, sms) * sms);
     const double row_fill = static_cast<double>(problem.rows_per_group) /
                             static_cast<double>(row_blocks * shape.block_m);
-    const double score = c->speed * wave_fill * row_fill;
+    const double col_fill =
+        static_cast<double>(problem.n) / static_cast<double>(n_blocks * shape.block_n);
+    const double score = c->speed * wave_fill * row_fill * col_fill;
     if (score > best_score * 1.02) {  // ties (within 2%) go to the earlier, larger tile
       best_score = score;
       best.variant = c->variant;

@@ -15,9 +15,6 @@ namespace moerun::cuda {
 // M_max must be a multiple of it (the layer's is a multiple of 128), and it is the report's
 // block_m.
 inline constexpr int kGemmBlockM = 64;
-// Columns per overlap count: a tile adds one per 128-column group it covers (tiles are 128 or 256
-// wide), so the report's threshold is ceil(N / kGemmBlockN) whatever tile shape runs.
-inline constexpr int kGemmBlockN = 128;
 // Contiguous layout: every expert's segment of rows, and so M_sum, is a multiple of this.
 inline constexpr int kGemmContiguousAlignM = 128;
 

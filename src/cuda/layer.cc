@@ -227,10 +227,17 @@ void LayerBackend::forward_routed(const TensorView& hidden, const TensorView& to
     return masked ? TensorView(p, dtype, {experts, m_max, cols}, device)
                   : TensorView(p, dtype, {rows, cols}, device);
   };
+  // FP8 activation scales, MN-major (core/scale_layout.h): masked [E_l, k_blocks, M_max],
+  // contiguous [k_blocks, rows].
+  auto scale_view = [&](std::size_t offset, std::int64_t k_blocks) {
+    void* p = base + offset;
+    return masked ? TensorView(p, DType::kF32, {experts, k_blocks, m_max}, device)
+                  : TensorView(p, DType::kF32, {k_blocks, rows}, device);
+  };
   PermuteOutputs permuted;
   permuted.layout = layout;
   permuted.tokens = rows_view(arena.region_a, act, h);
-  if (fp8) permuted.scales = rows_view(arena.tokens_scale, DType::kF32, h / kQuantGroup);
+  if (fp8) permuted.scales = scale_view(arena.tokens_scale, h / kQuantGroup);
   permuted.masked_m = TensorView(base + arena.masked_m, DType::kI32, {experts}, device);
   if (!masked) {
     permuted.m_indices = TensorView(base + arena.m_indices, DType::kI32, {rows}, device);
@@ -255,7 +262,7 @@ void LayerBackend::forward_routed(const TensorView& hidden, const TensorView& to
 
   const TensorView activation = rows_view(arena.region_a, act, inter);
   const TensorView activation_scale =
-      fp8 ? rows_view(arena.act_scale, DType::kF32, inter / kQuantGroup) : TensorView();
+      fp8 ? scale_view(arena.act_scale, inter / kQuantGroup) : TensorView();
   mark(static_cast<int>(Stage::kActivation), stream);
   silu_and_mul(gate_up, {layout, permuted.masked_m, m_max, tokens * k}, activation,
                activation_scale, stream);

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <string>
 
+#include "core/scale_layout.h"
 #include "cuda/cuda_check.h"
 #include "cuda/device_utils.cuh"
 #include "cuda/permute.h"
@@ -200,8 +201,9 @@ struct GatherParams {
   long long tokens;
   int top_k;
   int hidden_size;
-  void* out;      // [rows, H] fp8 or bf16
-  float* scales;  // FP8: [rows, H / 128]
+  void* out;                    // [rows, H] fp8 or bf16
+  float* scales;                // FP8: MN-major (core/scale_layout.h)
+  ActScaleLayout scale_layout;  // FP8: rows per group (M_max or capacity), H / 128
 };
 
 constexpr int kGatherThreads = 128;
@@ -213,7 +215,6 @@ template <bool kFp8>
 __global__ void __launch_bounds__(kGatherThreads) permute_gather_kernel(GatherParams p) {
   const int column = (blockIdx.x * kGatherThreads + threadIdx.x) * 8;
   const bool active = column < p.hidden_size;
-  const int groups = p.hidden_size / 128;
   for (long long t = blockIdx.y; t < p.tokens; t += gridDim.y) {
     const int* dst = p.src2dst + t * p.top_k;
     bool any = false;
@@ -233,8 +234,7 @@ __global__ void __launch_bounds__(kGatherThreads) permute_gather_kernel(GatherPa
         if (row < 0 || !active) continue;
         auto* out = static_cast<std::uint8_t*>(p.out) + static_cast<long long>(row) * p.hidden_size;
         *reinterpret_cast<uint2*>(out + column) = codes;
-        if (threadIdx.x % 16 == 0)
-          p.scales[static_cast<long long>(row) * groups + column / 128] = scale;
+        if (threadIdx.x % 16 == 0) p.scales[p.scale_layout.index(row, column / 128)] = scale;
       }
     } else {
       for (int j = 0; j < p.top_k; ++j) {
@@ -298,7 +298,7 @@ void permute(const TensorView& hidden, const TensorView& local_ids, int num_loca
     rows = num_local_experts * m_max;
     if (fp8) {
       check_tensor(out.scales, "permuted scales", DType::kF32,
-                   {num_local_experts, m_max, h / kQuantGroup}, DeviceType::kCuda);
+                   {num_local_experts, h / kQuantGroup, m_max}, DeviceType::kCuda);
     }
   } else {
     check_arg(out.tokens.ndim() == 2, "permuted tokens rank", "2 ([capacity, H])",
@@ -309,7 +309,7 @@ void permute(const TensorView& hidden, const TensorView& local_ids, int num_loca
     check_tensor(out.tokens, "permuted tokens", act_dtype, {rows, h}, DeviceType::kCuda);
     check_tensor(out.m_indices, "m_indices", DType::kI32, {rows}, DeviceType::kCuda);
     if (fp8) {
-      check_tensor(out.scales, "permuted scales", DType::kF32, {rows, h / kQuantGroup},
+      check_tensor(out.scales, "permuted scales", DType::kF32, {h / kQuantGroup, rows},
                    DeviceType::kCuda);
     }
     if (out.m_sum.defined()) check_tensor(out.m_sum, "m_sum", DType::kI32, {1}, DeviceType::kCuda);
@@ -368,6 +368,7 @@ void permute(const TensorView& hidden, const TensorView& local_ids, int num_loca
   gp.hidden_size = static_cast<int>(h);
   gp.out = out.tokens.data();
   gp.scales = fp8 ? out.scales.data_as<float>() : nullptr;
+  gp.scale_layout = {masked ? m_max : rows, h / kQuantGroup};
   const dim3 grid(static_cast<unsigned>(ceil_div<std::int64_t>(h, kGatherColumns)),
                   static_cast<unsigned>(std::min<std::int64_t>(tokens, 65535)));
   if (fp8) {

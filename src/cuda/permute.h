@@ -24,7 +24,8 @@ struct PermuteOutputs {
   // fp8_e4m3 for FP8 weights, bf16 otherwise. Rows past masked_m[e] (masked) and padding rows
   // (contiguous) are never written.
   TensorView tokens;
-  TensorView scales;     // FP8 only: [E_l, M_max, H / 128] or [capacity, H / 128] f32
+  // FP8 only, f32, MN-major (core/scale_layout.h): [E_l, H / 128, M_max] or [H / 128, capacity].
+  TensorView scales;
   TensorView masked_m;   // [E_l] i32: valid rows per expert (both layouts)
   TensorView m_indices;  // contiguous only: [capacity] i32, expert of each row; -1 for padding
                          // and for every row at or past M_sum

@@ -38,7 +38,7 @@ TEST(SiluAndMul, Fp8OutputIsTheQuantizedFp32Result) {
   for (std::int64_t i = 0; i < gate_up.numel(); ++i)
     gate_up.data<bf16>()[i] = float_to_bf16(gu32.data<float>()[i]);
   HostTensor out(DType::kFP8E4M3, {rows, inter});
-  HostTensor scale(DType::kF32, {rows, inter / 128});
+  HostTensor scale(DType::kF32, {inter / 128, rows});  // MN-major (core/scale_layout.h)
   test::poison(out);
   test::poison(scale);
   // Rows 0 and 2 hold tokens; row 1 does not and must stay poisoned.
@@ -54,11 +54,12 @@ TEST(SiluAndMul, Fp8OutputIsTheQuantizedFp32Result) {
     quantize_row_fp8(y.data(), inter, codes.data(), s);
     for (std::int64_t c = 0; c < inter; ++c)
       EXPECT_EQ(out.data<fp8e4m3>()[r * inter + c].bits, codes[c].bits);
-    EXPECT_EQ(scale.data<float>()[r * 2], s[0]);
-    EXPECT_EQ(scale.data<float>()[r * 2 + 1], s[1]);
+    EXPECT_EQ(scale.data<float>()[0 * rows + r], s[0]);
+    EXPECT_EQ(scale.data<float>()[1 * rows + r], s[1]);
   }
   for (std::int64_t c = 0; c < inter; ++c) EXPECT_EQ(out.data<fp8e4m3>()[inter + c].bits, 0xff);
-  EXPECT_TRUE(std::isnan(scale.data<float>()[2]));
+  EXPECT_TRUE(std::isnan(scale.data<float>()[0 * rows + 1]));
+  EXPECT_TRUE(std::isnan(scale.data<float>()[1 * rows + 1]));
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "core/metrics.h"
+#include "core/scale_layout.h"
 #include "core/synthetic.h"
 #include "cpu/quant.h"
 #include "moerun/config.h"
@@ -15,13 +16,15 @@
 namespace moerun::cpu {
 namespace {
 
-// Operands of a grouped GEMM with random values: A [rows, K] and B [E, N, K] in `dtype`.
+// Operands of a grouped GEMM with random values: A [rows, K] and B [E, N, K] in `dtype`; FP8 A
+// scales MN-major (core/scale_layout.h) in groups of `group_rows` rows (masked: M_max).
 struct Operands {
   HostTensor a, a_scale, b, b_scale;
+  ActScaleLayout a_layout{1, 1};
 };
 
 Operands random_operands(std::int64_t rows, int experts, std::int64_t n, std::int64_t k,
-                         DType dtype, std::uint64_t seed) {
+                         DType dtype, std::uint64_t seed, std::int64_t group_rows = 0) {
   MoeConfig shape;
   shape.hidden_size = k;
   shape.intermediate_size = n / 2;
@@ -34,26 +37,43 @@ Operands random_operands(std::int64_t rows, int experts, std::int64_t n, std::in
   if (dtype == DType::kBF16) {
     o.a = x.clone();
   } else {
+    if (group_rows == 0) group_rows = rows;
+    o.a_layout = {group_rows, k / kQuantGroup};
     o.a = HostTensor(DType::kFP8E4M3, {rows, k});
-    o.a_scale = HostTensor(DType::kF32, {rows, k / kQuantGroup});
+    o.a_scale = group_rows == rows
+                    ? HostTensor(DType::kF32, {k / kQuantGroup, rows})
+                    : HostTensor(DType::kF32, {rows / group_rows, k / kQuantGroup, group_rows});
     std::vector<float> row(static_cast<std::size_t>(k));
+    std::vector<float> scales(static_cast<std::size_t>(k / kQuantGroup));
     for (std::int64_t r = 0; r < rows; ++r) {
       for (std::int64_t c = 0; c < k; ++c) row[c] = bf16_to_float(x.data<bf16>()[r * k + c]);
-      quantize_row_fp8(row.data(), k, o.a.data<fp8e4m3>() + r * k,
-                       o.a_scale.data<float>() + r * (k / kQuantGroup));
+      quantize_row_fp8(row.data(), k, o.a.data<fp8e4m3>() + r * k, scales.data());
+      for (std::int64_t kb = 0; kb < k / kQuantGroup; ++kb) {
+        o.a_scale.data<float>()[o.a_layout.index(r, kb)] = scales[kb];
+      }
     }
   }
   return o;
 }
 
-double value(const HostTensor& t, const HostTensor& scale, std::int64_t row, std::int64_t col,
-             std::int64_t n_rows_per_scale) {
+// Element (row, col) of B [E * N, K] (FP8: times its 128 x 128 block scale).
+double weight_value(const HostTensor& t, const HostTensor& scale, std::int64_t row,
+                    std::int64_t col) {
   const std::int64_t k = t.size(t.shape().ndim() - 1);
   const std::int64_t i = row * k + col;
   if (t.dtype() == DType::kBF16) return bf16_to_float(t.data<bf16>()[i]);
   const std::int64_t k_blocks = k / kQuantGroup;
   return static_cast<double>(fp8e4m3_to_float(t.data<fp8e4m3>()[i])) *
-         scale.data<float>()[(row / n_rows_per_scale) * k_blocks + col / kQuantGroup];
+         scale.data<float>()[(row / kQuantGroup) * k_blocks + col / kQuantGroup];
+}
+
+// Element (row, col) of A [rows, K] (FP8: times its row's scale of that 128-column block).
+double activation_value(const Operands& o, std::int64_t row, std::int64_t col) {
+  const std::int64_t k = o.a.size(o.a.shape().ndim() - 1);
+  const std::int64_t i = row * k + col;
+  if (o.a.dtype() == DType::kBF16) return bf16_to_float(o.a.data<bf16>()[i]);
+  return static_cast<double>(fp8e4m3_to_float(o.a.data<fp8e4m3>()[i])) *
+         o.a_scale.data<float>()[o.a_layout.index(row, col / kQuantGroup)];
 }
 
 // fp64 product of the rounded operands for `rows_of_expert` rows; rows mapped to -1 stay NaN.
@@ -66,8 +86,8 @@ std::vector<double> reference(const Operands& o, const std::vector<int>& expert_
     for (std::int64_t c = 0; c < n; ++c) {
       double acc = 0;
       for (std::int64_t x = 0; x < k; ++x) {
-        acc += value(o.a, o.a_scale, static_cast<std::int64_t>(r), x, 1) *
-               value(o.b, o.b_scale, e * n + c, x, kQuantGroup);
+        acc += activation_value(o, static_cast<std::int64_t>(r), x) *
+               weight_value(o.b, o.b_scale, e * n + c, x);
       }
       out[r * n + c] = acc;
     }
@@ -107,7 +127,7 @@ TEST_P(GroupedGemm, MaskedMatchesFp64ForAwkwardRowCounts) {
   const std::int64_t m_max = 256, n = 256, k = 384;
   // Expert 0 gets `rows` rows, expert 1 none, expert 2 one row.
   const std::vector<int> counts = {rows, 0, 1};
-  Operands o = random_operands(experts * m_max, experts, n, k, dtype, seed);
+  Operands o = random_operands(experts * m_max, experts, n, k, dtype, seed, m_max);
   HostTensor masked_m = test::make_i32(1, experts, counts);
   const TensorView masked_m_1d(masked_m.view().data(), DType::kI32, {experts});
   std::vector<int> expert_of_row(experts * m_max, -1);
@@ -117,9 +137,7 @@ TEST_P(GroupedGemm, MaskedMatchesFp64ForAwkwardRowCounts) {
   HostTensor out(DType::kBF16, {experts, m_max, n});
   test::poison(out);
   const TensorView a3(o.a.view().data(), dtype, {experts, m_max, k});
-  const TensorView s3 = o.a_scale.defined() ? TensorView(o.a_scale.view().data(), DType::kF32,
-                                                         {experts, m_max, k / 128})
-                                            : TensorView();
+  const TensorView s3 = o.a_scale.view();
   const auto report =
       grouped_gemm_masked({a3, s3}, {o.b.view(), o.b_scale.view()}, masked_m_1d, out.view());
   EXPECT_FALSE(report.has_value());

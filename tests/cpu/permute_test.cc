@@ -4,6 +4,7 @@
 
 #include <cstring>
 
+#include "core/scale_layout.h"
 #include "core/synthetic.h"
 #include "cpu/quant.h"
 #include "moerun/errors.h"
@@ -120,7 +121,7 @@ TEST(Permute, Fp8RowsAreTheQuantizedTokens) {
   const HostTensor ids = test::make_i32(5, 2, {0, 1, 1, 0, 0, -1, -1, 1, 1, 0});
   const Permuted p = permute(hidden.view(), ids.view(), 2, 2, DType::kFP8E4M3, masked());
   ASSERT_EQ(p.tokens.dtype(), DType::kFP8E4M3);
-  ASSERT_EQ(p.scales.shape(), Shape({2, 128, 2}));
+  ASSERT_EQ(p.scales.shape(), Shape({2, 2, 128}));  // [E_l, H / 128, M_max]: MN-major
   for (int t = 0; t < 5; ++t) {
     std::vector<float> values(256);
     for (int c = 0; c < 256; ++c) values[c] = bf16_to_float(hidden.data<bf16>()[t * 256 + c]);
@@ -131,8 +132,9 @@ TEST(Permute, Fp8RowsAreTheQuantizedTokens) {
       const int row = p.src2dst.data<int>()[t * 2 + j];
       if (row < 0) continue;
       EXPECT_EQ(std::memcmp(p.tokens.data<fp8e4m3>() + row * 256, codes.data(), 256), 0);
-      EXPECT_EQ(p.scales.data<float>()[row * 2], scales[0]);
-      EXPECT_EQ(p.scales.data<float>()[row * 2 + 1], scales[1]);
+      const ActScaleLayout layout{p.m_max, 2};
+      EXPECT_EQ(p.scales.data<float>()[layout.index(row, 0)], scales[0]);
+      EXPECT_EQ(p.scales.data<float>()[layout.index(row, 1)], scales[1]);
     }
   }
 }

@@ -133,7 +133,7 @@ TEST(Regression, GemmWithoutOverlapReportIsHandled) {
   const std::int64_t k = c.config.hidden_size;
   const int experts = c.config.num_experts;
   HostTensor a(DType::kFP8E4M3, {experts, 128, k});
-  HostTensor a_scale(DType::kF32, {experts, 128, k / 128});
+  HostTensor a_scale(DType::kF32, {experts, k / 128, 128});  // MN-major (core/scale_layout.h)
   for (std::int64_t i = 0; i < a.numel(); ++i) a.data<fp8e4m3>()[i] = fp8e4m3{0x38};
   for (std::int64_t i = 0; i < a_scale.numel(); ++i) a_scale.data<float>()[i] = 1.0f;
   const HostTensor masked_m = test::make_i32(1, experts, std::vector<int>(experts, 3));

@@ -52,14 +52,18 @@ void check_activation(Layout layout, DType dtype, std::int64_t inter) {
                                : cpu::contiguous_segments(m_indices.view(), kExperts);
   HostTensor expected(dtype, {rows, inter});
   HostTensor expected_scale;
-  if (fp8) expected_scale = HostTensor(DType::kF32, {rows, inter / 128});
+  // MN-major (core/scale_layout.h): masked [E_l, I / 128, M_max], contiguous [I / 128, rows].
+  const ActScaleLayout scale_layout{masked ? kMMax : rows, inter / 128};
+  const Shape scale_shape =
+      masked ? Shape{rows / kMMax, inter / 128, kMMax} : Shape{inter / 128, rows};
+  if (fp8) expected_scale = HostTensor(DType::kF32, scale_shape);
   cpu::silu_and_mul(gate_up.view(), segments, expected.view(), expected_scale.view());
 
   const DeviceTensor d_gate_up = DeviceTensor::from_host(gate_up.view());
   const DeviceTensor d_masked_m = DeviceTensor::from_host(masked_m.view());
   DeviceTensor out(dtype, {rows, inter});
   DeviceTensor out_scale;
-  if (fp8) out_scale = DeviceTensor(DType::kF32, {rows, inter / 128});
+  if (fp8) out_scale = DeviceTensor(DType::kF32, scale_shape);
   cuda::RowSet row_set{layout, d_masked_m.view(), masked ? kMMax : 0};
   cuda::silu_and_mul(d_gate_up.view(), row_set, out.view(), out_scale.view(), nullptr);
   const HostTensor got = out.to_host();
@@ -73,10 +77,13 @@ void check_activation(Layout layout, DType dtype, std::int64_t inter) {
   for (std::int64_t r = 0; r < rows; ++r) {
     if (valid[r]) {
       mismatched_rows += !same_row(got, expected, r, inter);
-      if (fp8) mismatched_rows += !same_row(got_scale, expected_scale, r, inter / 128);
+      if (fp8) {
+        mismatched_rows +=
+            !same_scale_row(got_scale, scale_layout, expected_scale, scale_layout, r);
+      }
     } else {
       written_empty_rows += !row_poisoned(got, r, inter);
-      if (fp8) written_empty_rows += !row_poisoned(got_scale, r, inter / 128);
+      if (fp8) written_empty_rows += !scale_row_poisoned(got_scale, scale_layout, r);
     }
   }
   EXPECT_EQ(mismatched_rows, 0) << "rows differing from the oracle (values or scales)";

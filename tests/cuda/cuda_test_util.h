@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "core/scale_layout.h"
 #include "core/synthetic.h"
 #include "cuda/cuda_check.h"
 #include "cuda/runtime.h"
@@ -143,6 +144,29 @@ inline bool row_poisoned(const HostTensor& a, std::int64_t row, std::int64_t col
   const std::uint8_t* p = element_bytes(a, row * cols);
   for (std::size_t i = 0; i < bytes; ++i) {
     if (p[i] != kPoison) return false;
+  }
+  return true;
+}
+
+// The same for the row's FP8 activation scales, MN-major (core/scale_layout.h).
+// The two tensors may group their rows differently (a contiguous buffer's capacity vs M_sum).
+inline bool same_scale_row(const HostTensor& a, const ActScaleLayout& layout_a, const HostTensor& b,
+                           const ActScaleLayout& layout_b, std::int64_t row) {
+  for (std::int64_t kb = 0; kb < layout_a.k_blocks; ++kb) {
+    if (std::memcmp(element_bytes(a, layout_a.index(row, kb)),
+                    element_bytes(b, layout_b.index(row, kb)), sizeof(float)) != 0) {
+      return false;
+    }
+  }
+  return true;
+}
+inline bool scale_row_poisoned(const HostTensor& a, const ActScaleLayout& layout,
+                               std::int64_t row) {
+  for (std::int64_t kb = 0; kb < layout.k_blocks; ++kb) {
+    const std::uint8_t* p = element_bytes(a, layout.index(row, kb));
+    for (std::size_t i = 0; i < sizeof(float); ++i) {
+      if (p[i] != kPoison) return false;
+    }
   }
   return true;
 }

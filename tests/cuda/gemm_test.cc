@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/metrics.h"
+#include "core/scale_layout.h"
 #include "cpu/permute.h"
 #include "cuda/gemm.h"
 #include "cuda/gemm_heuristics.h"
@@ -58,10 +59,11 @@ void poison_invalid_rows(cpu::Permuted& a, std::int64_t k) {
     if (row_valid(a, r)) continue;
     std::memset(static_cast<std::uint8_t*>(a.tokens.view().data()) + r * row_bytes, kPoison,
                 row_bytes);
-    if (a.scales.numel() > 0) {
-      const std::int64_t per_row = a.scales.numel() / rows;
-      std::memset(a.scales.data<float>() + r * per_row, kPoison,
-                  static_cast<std::size_t>(per_row) * sizeof(float));
+    if (a.scales.numel() > 0) {  // MN-major (core/scale_layout.h)
+      const ActScaleLayout layout{a.layout == Layout::kMasked ? a.m_max : rows, k / kQuantGroup};
+      for (std::int64_t kb = 0; kb < layout.k_blocks; ++kb) {
+        std::memset(a.scales.data<float>() + layout.index(r, kb), kPoison, sizeof(float));
+      }
     }
   }
 }
@@ -156,7 +158,13 @@ GemmResult check_gemm(const GemmCase& c, Layout layout, std::int64_t tokens, con
     EXPECT_TRUE(report.has_value());
     if (report) {
       EXPECT_EQ(report->block_m, cuda::kGemmBlockM);
-      EXPECT_EQ(report->threshold, (c.n + cuda::kGemmBlockN - 1) / cuda::kGemmBlockN);
+      // One count per N tile of the variant that ran.
+      const int block_n =
+          cuda::sm90::variant_shape(
+              cuda::grouped_gemm_masked_variant(fp8, c.experts, a.m_max, c.n, c.k, expected_m)
+                  .variant)
+              .block_n;
+      EXPECT_EQ(report->threshold, (c.n + block_n - 1) / block_n);
       const HostTensor got_counters = counters.to_host();
       for (int e = 0; e < c.experts; ++e) {
         const int blocks_used =

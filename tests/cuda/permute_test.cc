@@ -77,7 +77,12 @@ void check_permute(Layout layout, DType dtype, std::int64_t tokens, Routing rout
   DeviceTensor d_tokens =
       masked ? DeviceTensor(dtype, {kExperts, expected.m_max, h}) : DeviceTensor(dtype, {rows, h});
   DeviceTensor d_scales;
-  if (fp8) d_scales = DeviceTensor(DType::kF32, {rows, h / 128});
+  if (fp8) {  // MN-major (core/scale_layout.h)
+    d_scales = masked ? DeviceTensor(DType::kF32, {kExperts, h / 128, expected.m_max})
+                      : DeviceTensor(DType::kF32, {h / 128, rows});
+  }
+  const ActScaleLayout scale_layout{masked ? expected.m_max : rows, h / 128};
+  const ActScaleLayout expected_layout{masked ? expected.m_max : expected.m_sum, h / 128};
   DeviceTensor d_masked_m(DType::kI32, {kExperts}), d_src2dst(DType::kI32, {tokens, kTopK});
   DeviceTensor d_m_indices(DType::kI32, {rows}), d_m_sum(DType::kI32, {1});
   const std::size_t ws_bytes = cuda::permute_workspace_bytes(tokens, kTopK, kExperts);
@@ -87,7 +92,7 @@ void check_permute(Layout layout, DType dtype, std::int64_t tokens, Routing rout
   out.layout = layout;
   out.tokens = d_tokens.view();
   if (fp8) {
-    out.scales = masked ? d_scales.reshaped({kExperts, expected.m_max, h / 128}) : d_scales.view();
+    out.scales = d_scales.view();
   }
   out.masked_m = d_masked_m.view();
   if (!masked) {
@@ -127,10 +132,13 @@ void check_permute(Layout layout, DType dtype, std::int64_t tokens, Routing rout
   for (std::int64_t r = 0; r < rows; ++r) {
     if (valid[r]) {
       row_mismatches += !same_row(got_tokens, expected.tokens, r, h);
-      if (fp8) row_mismatches += !same_row(got_scales, expected.scales, r, h / 128);
+      if (fp8) {
+        row_mismatches +=
+            !same_scale_row(got_scales, scale_layout, expected.scales, expected_layout, r);
+      }
     } else {
       written_empty_rows += !row_poisoned(got_tokens, r, h);
-      if (fp8) written_empty_rows += !row_poisoned(got_scales, r, h / 128);
+      if (fp8) written_empty_rows += !scale_row_poisoned(got_scales, scale_layout, r);
     }
   }
   EXPECT_EQ(row_mismatches, 0) << "rows differing from the oracle (tokens or scales)";

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <string>
 
+#include "core/scale_layout.h"
 #include "cuda/cuda_check.h"
 #include "cuda/device_utils.cuh"
 #include "cuda/ep/dispatch.h"
@@ -78,7 +79,8 @@ __global__ void __launch_bounds__(kThreads, 1) dispatch_kernel(Params q) {
         const long long row = d.row;
         *reinterpret_cast<uint2*>(window + q.o.tokens + row * a.hidden_size + column) = codes;
         if (threadIdx.x % 16 == 0) {
-          reinterpret_cast<float*>(window + q.o.scales)[row * groups + column / 128] = scale;
+          const ActScaleLayout at{a.scale_rows, groups};
+          reinterpret_cast<float*>(window + q.o.scales)[at.index(row, column / 128)] = scale;
         }
       }
     } else {

@@ -16,7 +16,7 @@ namespace moerun::cuda::ep {
 // Where the receive buffers sit in every window (the same offsets on every rank).
 struct ReceiveOffsets {
   std::size_t tokens = 0;  // [rows, H] fp8_e4m3 or bf16
-  std::size_t scales = 0;  // FP8: [rows, H / 128] f32
+  std::size_t scales = 0;  // FP8: f32 MN-major (core/scale_layout.h), groups of `scale_rows` rows
   std::size_t origin = 0;  // [rows] i32: source_rank * slot_stride + t * k + j
 };
 
@@ -30,6 +30,7 @@ struct DispatchArgs {
   int hidden_size = 0;
   bool fp8 = false;
   std::int64_t slot_stride = 0;
+  std::int64_t scale_rows = 0;  // FP8: rows per scale group in the receivers' layout (M_max or all)
   int* combine_src2dst = nullptr;  // [T, k] out: t * k + j where the slot was sent, else -1
 };
 

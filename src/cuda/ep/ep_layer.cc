@@ -370,6 +370,7 @@ void EpLayerBackend::forward_all_to_all(std::span<const EpRankIO> io, cudaStream
     d.hidden_size = static_cast<int>(h);
     d.fp8 = fp8;
     d.slot_stride = slot_stride_;
+    d.scale_rows = masked ? m_max_ : capacity_;
     d.combine_src2dst = r.combine_src2dst;
     dispatch_tokens(r.ctx, tables, receive, d, stream);
   }
@@ -382,6 +383,11 @@ void EpLayerBackend::forward_all_to_all(std::span<const EpRankIO> io, cudaStream
     return masked ? TensorView(p, dtype, {local, m_max_, cols}, kDevice)
                   : TensorView(p, dtype, {capacity_, cols}, kDevice);
   };
+  // FP8 activation scales, MN-major (core/scale_layout.h).
+  auto scale_view = [&](void* p, std::int64_t k_blocks) {
+    return masked ? TensorView(p, DType::kF32, {local, k_blocks, m_max_}, kDevice)
+                  : TensorView(p, DType::kF32, {k_blocks, capacity_}, kDevice);
+  };
   std::vector<CombineSendArgs> sends(io.size());
   for (std::size_t i = 0; i < io.size(); ++i) {
     Rank& r = *ranks_[i];
@@ -389,12 +395,12 @@ void EpLayerBackend::forward_all_to_all(std::span<const EpRankIO> io, cudaStream
     ExpertBuffers b;
     b.layout = layout_;
     b.tokens = view(window + window_.tokens, act, h);
-    if (fp8) b.token_scales = view(window + window_.scales, DType::kF32, h / kQuantGroup);
+    if (fp8) b.token_scales = scale_view(window + window_.scales, h / kQuantGroup);
     b.masked_m = TensorView(r.masked_m, DType::kI32, {local}, kDevice);
     if (!masked) b.m_indices = TensorView(r.m_indices, DType::kI32, {capacity_}, kDevice);
     b.gate_up = view(r.gate_up_down, DType::kBF16, 2 * inter);
     b.activation = view(r.activation, act, inter);
-    if (fp8) b.activation_scales = view(r.activation_scales, DType::kF32, inter / kQuantGroup);
+    if (fp8) b.activation_scales = scale_view(r.activation_scales, inter / kQuantGroup);
     b.down = view(r.gate_up_down, DType::kBF16, h);
     b.m_max = m_max_;
     b.max_rows_with_tokens = std::min<std::int64_t>(rows, slot_stride_ * transport_->num_ranks());

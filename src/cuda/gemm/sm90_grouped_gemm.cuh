@@ -1,50 +1,57 @@
 // The Hopper grouped GEMM kernel (sm_90a): out[rows, N] = A[rows, K] * B[expert, N, K]^T in bf16,
 // for BF16 operands (fp32 accumulation) and for FP8 e4m3 operands with DeepSeek-V3's block scales
-// (A: one fp32 per row per 128 K, [rows, K / 128]; B: one per 128 x 128 block, [E, N / 128,
-// K / 128]), in the masked and the contiguous layout (DESIGN.md).
+// (A: one fp32 per row per 128 K, MN-major, core/scale_layout.h; B: one per 128 x 128 block,
+// [E, N / 128, K / 128]), in the masked and the contiguous layout (DESIGN.md).
 //
-// Launch: a persistent grid (one CTA per SM; cluster variants: clusters of kClusterN CTAs on
-// neighbouring N blocks that share the A tile by TMA multicast), 128 * (BLOCK_M / 64 + 1) threads,
-// dynamic shared memory Traits::kSmemBytes. Warp roles:
+// Launch: a persistent grid (one CTA per SM), 128 * (BLOCK_M / 64 + 1) threads, dynamic shared
+// memory Traits::kSmemBytes. Warp roles:
 //  - warpgroups 0 .. BLOCK_M/64 - 1, the math warpgroups: warpgroup w owns rows [64 w, 64 w + 64)
 //    of the tile; per K block it waits for the stage, issues wgmma m64nNk16 (BF16, HGMMA) or
 //    m64nNk32 (e4m3, QGMMA) from shared memory into fp32 registers, and frees the stage;
-//  - the last warpgroup, the producer: one thread issues the TMA loads of A and B for each stage
-//    (kNumStages-deep ring of full/empty mbarriers, carried across tiles).
+//  - the last warpgroup, the producer: one thread fills a kNumStages-deep ring of stages (full /
+//    empty mbarriers, carried across tiles) with the TMA loads of A and B and, for FP8, the
+//    stage's activation scales (TMA, BLOCK_M floats) and weight scales (the one or two 128-column
+//    blocks the tile covers, plain loads issued before the stage is free, stored before its
+//    arrival).
 // With two math warpgroups, setmaxnreg moves registers from the producer (40) to them (232).
 //
-// FP8 numerics (the oracle's, cpu/gemm.cc): for each 128-wide K block, wgmma into a fresh fp32
-// partial (scale-d = 0 on its first k32 step), then acc = fma(partial, a_scale[row] * b_scale,
-// acc). BF16: one fp32 accumulator over all of K. Every output element's sequence of operations is
-// the same whatever the tile shape or the row's position, so layouts agree bit for bit.
+// The math warps' instruction stream per K block is what sets the pace of FP8 (the tensor core
+// finishes a warpgroup's K block in 256 cycles at N 128; the other warpgroup must be ready by
+// then): descriptors are warp-uniform (the warpgroup index is broadcast, only their low words
+// move) and every scale is in shared memory, so no global load sits on the wgmma issue path.
 //
-// Epilogue: accumulators -> bf16 -> shared memory (128-column slabs, rows padded by 16 bytes: no
-// bank conflicts) -> 16-byte coalesced global stores of valid rows and columns < N only. Masked
-// overlap: after its stores each math warpgroup adds, with release ordering at device scope, the
-// number of 128-column groups of its tile to the counter of its 64-row block.
+// FP8 numerics (the oracle's, cpu/gemm.cc): per 128-wide K block, wgmma into a fresh fp32
+// partial (scale-d = 0 on its first k32 step), wait for it, then acc = fma(partial, a_scale[row] *
+// b_scale, acc). BF16: one fp32 accumulator over all of K. Every output element's sequence of
+// operations is the same whatever the tile shape or the row's position, so layouts agree bit for
+// bit.
+//
+// Epilogue: sm90_epilogue.cuh (stmatrix into swizzled atoms, TMA stores of full atoms, 16-byte
+// stores of rows that hold a token otherwise). Masked overlap: after its stores each math
+// warpgroup adds 1, with release ordering at device scope, to the counter of its 64-row block (a
+// row block is complete at ceil(N / BLOCK_N)).
 //
 // Assumptions (checked on the host): K-major A and B with 16-byte aligned rows; N % 8 == 0; FP8:
 // N % 128 == 0 and K % 128 == 0; masked M_max % 64 == 0; contiguous segments 128-aligned.
 // Rows of A that hold no token (masked rows >= masked_m inside a tile's last row block, contiguous
-// padding rows) are loaded by TMA with their tile but only ever meet their own outputs, which are
-// never stored; their scales are not read.
+// padding rows) are loaded by TMA with their tile, scales included, but only ever meet their own
+// outputs, which are never stored.
 #pragma once
 
 #include <cuda.h>
 #include <cuda_runtime.h>
 
-#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <type_traits>
 
 #include "cuda/cuda_check.h"
 #include "cuda/device_utils.cuh"
-#include "cuda/gemm/ptx/sm90_cluster.cuh"
 #include "cuda/gemm/ptx/sm90_mbarrier.cuh"
 #include "cuda/gemm/ptx/sm90_tma.cuh"
 #include "cuda/gemm/ptx/sm90_warpgroup.cuh"
 #include "cuda/gemm/ptx/sm90_wgmma.cuh"
+#include "cuda/gemm/sm90_epilogue.cuh"
 #include "cuda/gemm/sm90_params.h"
 #include "cuda/gemm/sm90_scheduler.cuh"
 #include "cuda/gemm/sm90_variants.h"
@@ -54,49 +61,72 @@ namespace moerun::cuda::sm90 {
 // Largest dynamic shared memory of one block on sm_90 (227 KiB).
 inline constexpr int kMaxSmemBytes = 232448;
 
-template <bool kFp8, int BLOCK_M_, int BLOCK_N_, int kNumStages_, int kClusterN_>
+constexpr int gcd(int a, int b) { return b == 0 ? a : gcd(b, a % b); }
+
+template <bool kFp8, int kN>
+struct WgmmaFor;
+template <>
+struct WgmmaFor<false, 128> : WgmmaBf16M64N128K16 {};
+template <>
+struct WgmmaFor<false, 256> : WgmmaBf16M64N256K16 {};
+template <>
+struct WgmmaFor<true, 112> : WgmmaE4m3M64N112K32 {};
+template <>
+struct WgmmaFor<true, 128> : WgmmaE4m3M64N128K32 {};
+template <>
+struct WgmmaFor<true, 160> : WgmmaE4m3M64N160K32 {};
+template <>
+struct WgmmaFor<true, 192> : WgmmaE4m3M64N192K32 {};
+
+template <bool kFp8, int BLOCK_M_, int BLOCK_N_, int kNumStages_>
 struct GroupedGemmTraits {
   static constexpr bool kIsFp8 = kFp8;
   static constexpr int BLOCK_M = BLOCK_M_;
   static constexpr int BLOCK_N = BLOCK_N_;
   static constexpr int kNumStages = kNumStages_;
-  static constexpr int kClusterN = kClusterN_;
   static constexpr int kElemBytes = kFp8 ? 1 : 2;
   // One 128-byte swizzle row of K per stage: 64 bf16 or 128 e4m3 (= the FP8 scale group).
   static constexpr int BLOCK_K = 128 / kElemBytes;
   static constexpr int kNumMathWarpgroups = BLOCK_M / 64;
   static constexpr int kNumMathThreads = 128 * kNumMathWarpgroups;
   static constexpr int kNumThreads = kNumMathThreads + 128;
-  using Wgmma = std::conditional_t<
-      kFp8, WgmmaE4m3M64N128K32,
-      std::conditional_t<BLOCK_N == 256, WgmmaBf16M64N256K16, WgmmaBf16M64N128K16>>;
+  using Wgmma = WgmmaFor<kFp8, BLOCK_N>;
   static constexpr int kNumAccum = Wgmma::kNumAccum;
   static constexpr int kKSteps = BLOCK_K / Wgmma::kK;
-  static constexpr int kEpilogueN = 128;                  // columns per epilogue slab
-  static constexpr int kCRowBytes = kEpilogueN * 2 + 16;  // bf16 row + 16 bytes of padding
   static constexpr int kSmemABytes = BLOCK_M * 128;
-  // Rows of A each CTA of a cluster loads (and multicasts to all of them).
-  static constexpr int kARowsPerCta = BLOCK_M / kClusterN;
   static constexpr int kSmemBBytes = BLOCK_N * 128;
-  static constexpr int kStageBytes = kSmemABytes + kSmemBBytes;
-  static constexpr int kSmemCBytes = BLOCK_M * kCRowBytes;
-  static constexpr int kSmemBytes =
-      kNumStages * kStageBytes + kSmemCBytes + kNumStages * 2 * 8 + BLOCK_M * 4 + 16;
+  // FP8: the stage's activation scales (one per row).
+  static constexpr int kSmemAScaleBytes = kFp8 ? BLOCK_M * 4 : 0;
+  // The stage's StageInfo (its tile and, FP8, its weight scales).
+  static constexpr int kSmemInfoBytes = 32;
+  static constexpr int kStageTxBytes = kSmemABytes + kSmemBBytes + kSmemAScaleBytes;
+  // Epilogue buffer per math warpgroup: the tile's 64-column atoms, or half of them when the
+  // whole tile would cost a pipeline stage (BF16 N 256).
+  static constexpr int kAtoms = (BLOCK_N + kAtomCols - 1) / kAtomCols;
+  static constexpr int kStagesBytes =
+      kNumStages * (kSmemABytes + kSmemBBytes + kSmemAScaleBytes + kSmemInfoBytes);
+  static constexpr int kBarrierBytes = kNumStages * 2 * 8 + 16;  // + the used-row-block count
+  static constexpr bool kFullBuffer =
+      kStagesBytes + kNumMathWarpgroups * kAtoms * kAtomBytes + kBarrierBytes <= kMaxSmemBytes;
+  static constexpr int kBufferAtoms = kFullBuffer ? kAtoms : (kAtoms + 1) / 2;
+  static constexpr int kSmemCBytes = kNumMathWarpgroups * kBufferAtoms * kAtomBytes;
+  static constexpr int kSmemBytes = kStagesBytes + kSmemCBytes + kBarrierBytes;
+  // FP8 weight scales: the tile's columns from the first 128-column block boundary on take the
+  // second scale; BLOCK_N dividing 128 never straddles one.
+  static constexpr bool kOneWeightScale = !kFp8 || 128 % BLOCK_N == 0;
   // setmaxnreg (two math warpgroups only: one math warpgroup has 255 registers anyway).
   static constexpr int kProducerRegs = 40;
   static constexpr int kMathRegs = 232;
 
   static_assert(BLOCK_M == 64 || BLOCK_M == 128, "BLOCK_M: one or two m64 math warpgroups");
   static_assert(Wgmma::kN == BLOCK_N, "one wgmma covers the tile's N");
-  static_assert(BLOCK_N % kEpilogueN == 0, "the epilogue works in 128-column slabs");
-  static_assert(!kFp8 || BLOCK_N == 128, "FP8: one weight scale (128 columns) per tile");
   static_assert(BLOCK_K * kElemBytes == 128, "a stage row is one 128-byte swizzle row");
   static_assert(kSmemABytes % 1024 == 0 && kSmemBBytes % 1024 == 0,
                 "tiles stay 1024-byte aligned (128-byte swizzle atoms)");
-  static_assert(BLOCK_K == (kFp8 ? 128 : 64), "BLOCK_K as in the variant table");
-  static_assert(kClusterN == 1 || (kClusterN == 2 && BLOCK_M == 128),
-                "clusters of 2 along N, 128-row tiles (each CTA multicasts 64 rows of A)");
-  static_assert(kARowsPerCta * 128 % 1024 == 0, "each A part starts on a swizzle atom");
+  // Tiles start at multiples of BLOCK_N, so a tile's first column sits at most
+  // 128 - gcd(BLOCK_N, 128) into its 128-column block.
+  static_assert(!kFp8 || BLOCK_N <= 128 + gcd(BLOCK_N, 128),
+                "FP8: a tile must not cover more than two 128-column weight-scale blocks");
   static_assert(kNumStages >= 2 && kNumStages <= 12, "2..12 pipeline stages");
   static_assert(kSmemBytes <= kMaxSmemBytes, "stages + epilogue exceed 227 KiB of shared memory");
   static_assert(kNumMathWarpgroups == 1 || kProducerRegs + 2 * kMathRegs <= 3 * 168,
@@ -105,14 +135,7 @@ struct GroupedGemmTraits {
 
 template <GemmVariant kVariant>
 using TraitsOf = GroupedGemmTraits<variant_shape(kVariant).fp8, variant_shape(kVariant).block_m,
-                                   variant_shape(kVariant).block_n, variant_shape(kVariant).stages,
-                                   variant_shape(kVariant).cluster_n>;
-
-// red.release.gpu: publishes this thread's earlier stores, and those ordered before it by a
-// barrier, to a consumer's acquire load at device scope.
-__device__ __forceinline__ void release_add(int* counter, int value) {
-  asm volatile("red.release.gpu.global.add.s32 [%0], %1;" ::"l"(counter), "r"(value) : "memory");
-}
+                                   variant_shape(kVariant).block_n, variant_shape(kVariant).stages>;
 
 // Contiguous layout: one past the last row block whose first row is a local expert (all threads
 // of the CTA call it; `slot` is a shared int set to 0 before a barrier).
@@ -127,38 +150,144 @@ __device__ __forceinline__ void find_used_row_blocks(const GroupedGemmParams& p,
   if (threadIdx.x % 32 == 0 && last > 0) atomicMax(slot, last);
 }
 
+// The ring position shared by the producer and each math warp: stage and the parity of its
+// current phase.
+struct RingPosition {
+  int stage = 0;
+  std::uint32_t phase = 0;
+
+  template <int kNumStages>
+  __device__ __forceinline__ void advance() {
+    if (++stage == kNumStages) {
+      stage = 0;
+      phase ^= 1;
+    }
+  }
+};
+
+// What the producer tells the math warps with each stage, beside its operands: the tile it
+// belongs to (read at a tile's first stage: the math warps never walk the scheduler themselves,
+// which keeps its state and divisions off their registers) and, FP8, the stage's weight scales of
+// the tile's first and last 128-column blocks. `expert` < 0: no tiles are left.
+struct alignas(16) StageInfo {
+  int expert;
+  int n_block;
+  int a_row;
+  int valid_rows;  // masked: rows of the tile below masked_m; contiguous: BLOCK_M
+  float b_scale[2];
+  int unused[2];
+};
+
+// The shared-memory carve-up: [A stages][B stages][C buffers][A scale stages][stage infos]
+// [full barriers][empty barriers][used row blocks], as offsets from the 1024-aligned base.
+template <class Traits>
+struct SmemLayout {
+  static constexpr int kA = 0;
+  static constexpr int kB = kA + Traits::kNumStages * Traits::kSmemABytes;
+  static constexpr int kC = kB + Traits::kNumStages * Traits::kSmemBBytes;
+  static constexpr int kAScale = kC + Traits::kSmemCBytes;
+  static constexpr int kInfo = kAScale + Traits::kNumStages * Traits::kSmemAScaleBytes;
+  static constexpr int kFull = kInfo + Traits::kNumStages * Traits::kSmemInfoBytes;
+  static constexpr int kEmpty = kFull + Traits::kNumStages * 8;
+  static constexpr int kUsedRowBlocks = kEmpty + Traits::kNumStages * 8;
+  static_assert(sizeof(StageInfo) == Traits::kSmemInfoBytes, "one StageInfo per stage");
+  static_assert(kC % 1024 == 0, "the epilogue's swizzled atoms are 1024-byte aligned");
+  static_assert(kAScale % 16 == 0 && kInfo % 16 == 0, "TMA destinations and infos aligned");
+  static_assert(kUsedRowBlocks + 4 <= Traits::kSmemBytes, "the carve-up fits the allocation");
+};
+
+// The producer thread: walks the tiles and fills the stages, then hands the math warps one more
+// stage whose info says that no tiles are left. Shared memory by 32-bit window addresses
+// (`smem`: the base), so that it fits the 40 registers setmaxnreg leaves it.
+template <class Traits>
+__device__ __forceinline__ void produce(const GroupedGemmMaps& maps, const GroupedGemmParams& p,
+                                        int used_row_blocks, std::uint32_t smem) {
+  constexpr int BLOCK_M = Traits::BLOCK_M, BLOCK_N = Traits::BLOCK_N, BLOCK_K = Traits::BLOCK_K;
+  using L = SmemLayout<Traits>;
+  Scheduler<BLOCK_M> scheduler(used_row_blocks);
+  RingPosition ring;
+  Tile tile;
+  while (scheduler.next(p, tile)) {
+    const int n0 = tile.n_block * BLOCK_N;
+    const int a_group = tile.a_group(p);
+    const int valid_rows = p.masked_m != nullptr ? tile.masked_valid_rows(p, BLOCK_M) : BLOCK_M;
+    // FP8: offsets of the weight-scale rows of the tile's first and last 128-column blocks (32-bit:
+    // the host checks E * N/128 * K/128 < 2^31).
+    int b_scale0 = 0, b_scale1 = 0;
+    if constexpr (Traits::kIsFp8) {
+      const int blocks_n = p.n / 128;
+      const int first = n0 / 128, last = min((n0 + BLOCK_N - 1) / 128, blocks_n - 1);
+      b_scale0 = (tile.expert * blocks_n + first) * p.k_blocks;
+      b_scale1 = (tile.expert * blocks_n + last) * p.k_blocks;
+    }
+    for (int kb = 0; kb < p.k_blocks; ++kb) {
+      float sb0 = 0.0f, sb1 = 0.0f;
+      if constexpr (Traits::kIsFp8) {  // issued before the wait: its latency hides behind it
+        sb0 = __ldg(p.b_scale + b_scale0 + kb);
+        sb1 = __ldg(p.b_scale + b_scale1 + kb);
+      }
+      mbarrier_wait(smem + L::kEmpty + ring.stage * 8, ring.phase ^ 1);
+      // Plain stores, published to the math warps by the arrival below (release semantics).
+      const std::uint32_t info = smem + L::kInfo + ring.stage * Traits::kSmemInfoBytes;
+      asm volatile("st.shared.v4.s32 [%0], {%1, %2, %3, %4};" ::"r"(info), "r"(tile.expert),
+                   "r"(tile.n_block), "r"(tile.a_row), "r"(valid_rows)
+                   : "memory");
+      if constexpr (Traits::kIsFp8) {
+        asm volatile("st.shared.v2.f32 [%0], {%1, %2};" ::"r"(info + 16), "f"(sb0), "f"(sb1)
+                     : "memory");
+      }
+      const std::uint32_t bar = smem + L::kFull + ring.stage * 8;
+      mbarrier_arrive_expect_tx(bar, Traits::kStageTxBytes);
+      tma_load_3d(smem + L::kA + ring.stage * Traits::kSmemABytes, &maps.a, bar, kb * BLOCK_K,
+                  tile.a_row, a_group);
+      tma_load_3d(smem + L::kB + ring.stage * Traits::kSmemBBytes, &maps.b, bar, kb * BLOCK_K, n0,
+                  tile.expert);
+      if constexpr (Traits::kIsFp8) {
+        tma_load_3d(smem + L::kAScale + ring.stage * Traits::kSmemAScaleBytes, &maps.a_scale, bar,
+                    tile.a_row, kb, a_group);
+      }
+      ring.advance<Traits::kNumStages>();
+    }
+  }
+  mbarrier_wait(smem + L::kEmpty + ring.stage * 8, ring.phase ^ 1);
+  const std::uint32_t info = smem + L::kInfo + ring.stage * Traits::kSmemInfoBytes;
+  asm volatile("st.shared.s32 [%0], %1;" ::"r"(info), "r"(-1) : "memory");
+  mbarrier_arrive(smem + L::kFull + ring.stage * 8);
+}
+
 template <class Traits>
 __global__ void __launch_bounds__(Traits::kNumThreads, 1)
-    grouped_gemm_kernel(const __grid_constant__ CUtensorMap tma_a,
-                        const __grid_constant__ CUtensorMap tma_b,
+    grouped_gemm_kernel(const __grid_constant__ GroupedGemmMaps maps,
                         const __grid_constant__ GroupedGemmParams p) {
-  constexpr int BLOCK_M = Traits::BLOCK_M, BLOCK_N = Traits::BLOCK_N, BLOCK_K = Traits::BLOCK_K;
+  constexpr int BLOCK_M = Traits::BLOCK_M, BLOCK_N = Traits::BLOCK_N;
   constexpr int kNumStages = Traits::kNumStages, kNumAccum = Traits::kNumAccum;
   constexpr bool kFp8 = Traits::kIsFp8;
-  constexpr int kClusterN = Traits::kClusterN;
   using Wgmma = typename Traits::Wgmma;
 
-  // Shared memory: [A stages][B stages][C slab][full barriers][empty barriers][row flags][count].
   // NOTE: no static shared memory, so the dynamic buffer starts at the (1024-aligned) window base.
   extern __shared__ __align__(1024) std::uint8_t smem[];
-  std::uint8_t* smem_a = smem;
-  std::uint8_t* smem_b = smem_a + kNumStages * Traits::kSmemABytes;
-  std::uint8_t* smem_c = smem_b + kNumStages * Traits::kSmemBBytes;
-  auto* full = reinterpret_cast<std::uint64_t*>(smem_c + Traits::kSmemCBytes);
-  std::uint64_t* empty = full + kNumStages;
-  int* row_ok = reinterpret_cast<int*>(empty + kNumStages);
-  int& used_row_blocks = row_ok[BLOCK_M];
+  using L = SmemLayout<Traits>;
+  std::uint8_t* smem_a = smem + L::kA;
+  std::uint8_t* smem_b = smem + L::kB;
+  std::uint8_t* smem_c = smem + L::kC;
+  auto* smem_a_scale = reinterpret_cast<const float*>(smem + L::kAScale);
+  auto* stage_info = reinterpret_cast<const StageInfo*>(smem + L::kInfo);
+  auto* full = reinterpret_cast<std::uint64_t*>(smem + L::kFull);
+  auto* empty = reinterpret_cast<std::uint64_t*>(smem + L::kEmpty);
+  int& used_row_blocks = *reinterpret_cast<int*>(smem + L::kUsedRowBlocks);
 
+  // NOTE: broadcast from lane 0 so that ptxas knows the warpgroup index, and everything derived
+  // from it (the wgmma descriptors), is warp-uniform.
+  const int warpgroup = __shfl_sync(0xffffffffu, static_cast<int>(threadIdx.x) / 128, 0);
   const int thread = static_cast<int>(threadIdx.x);
-  const int warpgroup = thread / 128;
   if (thread == Traits::kNumMathThreads) {
     if (smem_addr(smem) % 1024 != 0) __trap();  // the swizzle atoms need it
-    tma_prefetch_descriptor(&tma_a);
-    tma_prefetch_descriptor(&tma_b);
+    tma_prefetch_descriptor(&maps.a);
+    tma_prefetch_descriptor(&maps.b);
+    if constexpr (kFp8) tma_prefetch_descriptor(&maps.a_scale);
     for (int s = 0; s < kNumStages; ++s) {
       mbarrier_init(&full[s], 1);  // the producer's arrive.expect_tx (+ the TMA bytes)
-      // One arrival per math warp of every CTA in the cluster (all of them read each A part).
-      mbarrier_init(&empty[s], Traits::kNumMathThreads / 32 * kClusterN);
+      mbarrier_init(&empty[s], Traits::kNumMathThreads / 32);  // one arrival per math warp
     }
     mbarrier_init_fence();
   }
@@ -168,280 +297,156 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     find_used_row_blocks<BLOCK_M>(p, &used_row_blocks);
     __syncthreads();
   }
-  // Peers' barriers are initialized before anyone multicasts into them or arrives on them.
-  if constexpr (kClusterN > 1) cluster_sync();
-  Scheduler<BLOCK_M, kClusterN> scheduler(used_row_blocks);
-  Tile tile;
-  const int cta_rank = static_cast<int>(blockIdx.x) % kClusterN;
-
   if (warpgroup == Traits::kNumMathWarpgroups) {
     // ---- Producer: one thread walks the tiles and fills the stages. ----
     if constexpr (Traits::kNumMathWarpgroups > 1) warpgroup_reg_dealloc<Traits::kProducerRegs>();
     if (thread == Traits::kNumMathThreads) {
-      int stage = 0;
-      std::uint32_t phase = 0;
-      while (scheduler.next(p, tile)) {
-        const int n0 = tile.n_block * BLOCK_N;
-        for (int kb = 0; kb < p.k_blocks; ++kb) {
-          mbarrier_wait(&empty[stage], phase ^ 1);
-          // Both A parts (this CTA's and the peers' multicasts) and B land on this barrier.
-          mbarrier_arrive_expect_tx(&full[stage], Traits::kStageBytes);
-          std::uint8_t* a_dst = smem_a + stage * Traits::kSmemABytes;
-          if constexpr (kClusterN > 1) {
-            tma_load_3d_multicast(a_dst + cta_rank * Traits::kARowsPerCta * 128, &tma_a,
-                                  &full[stage], kb * BLOCK_K,
-                                  tile.a_row + cta_rank * Traits::kARowsPerCta, tile.a_group,
-                                  static_cast<std::uint16_t>((1u << kClusterN) - 1));
-          } else {
-            tma_load_3d(a_dst, &tma_a, &full[stage], kb * BLOCK_K, tile.a_row, tile.a_group);
-          }
-          tma_load_3d(smem_b + stage * Traits::kSmemBBytes, &tma_b, &full[stage], kb * BLOCK_K, n0,
-                      tile.expert);
-          if (++stage == kNumStages) {
-            stage = 0;
-            phase ^= 1;
-          }
-        }
-      }
+      produce<Traits>(maps, p, used_row_blocks, smem_addr(smem));
     }
-  } else {
-    // ---- Math warpgroups. ----
-    if constexpr (Traits::kNumMathWarpgroups > 1) warpgroup_reg_alloc<Traits::kMathRegs>();
-    const int t = thread % 128, warp = t / 32, lane = t % 32;
-    // This thread's two accumulator rows (tile-local) and the warpgroup's first row.
-    const int wg_row0 = warpgroup * 64;
-    const int row_lo = wg_row0 + warp * 16 + lane / 4, row_hi = row_lo + 8;
-    const int barrier_id = 1 + warpgroup;
+    return;
+  }
 
-    float acc[kNumAccum];
-    // FP8: partial sums of the K block in flight and of the one being promoted.
-    float part0[kFp8 ? kNumAccum : 1], part1[kFp8 ? kNumAccum : 1];
-    int stage = 0;
-    std::uint32_t phase = 0;
-    const std::uint32_t a_base = smem_addr(smem_a) + wg_row0 * 128;
-    const std::uint32_t b_base = smem_addr(smem_b);
+  // ---- Math warpgroups. ----
+  if constexpr (Traits::kNumMathWarpgroups > 1) warpgroup_reg_alloc<Traits::kMathRegs>();
+  const int t = thread % 128, warp = t / 32, lane = t % 32;
+  // This thread's two accumulator rows (tile-local) and the warpgroup's first row.
+  const int wg_row0 = warpgroup * 64;
+  const int row_lo = wg_row0 + warp * 16 + lane / 4, row_hi = row_lo + 8;
+  const int barrier_id = 1 + warpgroup;
+  std::uint8_t* c_buffer = smem_c + warpgroup * Traits::kBufferAtoms * kAtomBytes;
+  // Descriptor low words of stage 0; a stage is kSmem{A,B}Bytes / 16 further, a k-step 2.
+  const std::uint32_t a_desc0 = sw128_desc_lo(smem_addr(smem_a) + wg_row0 * 128);
+  const std::uint32_t b_desc0 = sw128_desc_lo(smem_addr(smem_b));
 
-    while (scheduler.next(p, tile)) {
-      // Which rows hold a token: masked by count, contiguous by m_indices (padding is -1).
-      bool ok_lo, ok_hi, wg_active;
-      int my_flag_row = wg_row0 + t;  // threads 0..63 publish the flags of the warpgroup's rows
-      int my_flag = 0;
-      if (p.masked_m != nullptr) {
-        ok_lo = row_lo < tile.valid_rows;
-        ok_hi = row_hi < tile.valid_rows;
-        wg_active = wg_row0 < tile.valid_rows;
-        my_flag = my_flag_row < tile.valid_rows;
-      } else {
-        const int* rows = p.m_indices + tile.row0;
-        ok_lo = __ldg(rows + row_lo) == tile.expert;
-        ok_hi = __ldg(rows + row_hi) == tile.expert;
-        wg_active = __ldg(rows + wg_row0) == tile.expert;
-        if (t < 64) my_flag = __ldg(rows + my_flag_row) == tile.expert;
-      }
-      if (t < 64) row_ok[my_flag_row] = my_flag;
+  float acc[kNumAccum];
+  // FP8: the K block's partial sums (wgmma's accumulator), promoted into acc.
+  float part[kFp8 ? kNumAccum : 1];
+  RingPosition ring;
+  Tile tile;
 
-      // Issues the wgmmas of the current stage into `dst` (accumulating after the first k-step of
-      // the stage when `accumulate_first`) and moves to the next stage.
-      auto issue = [&](auto& dst, bool accumulate_first) {
-        mbarrier_wait(&full[stage], phase);
-        const std::uint32_t a_addr = a_base + stage * Traits::kSmemABytes;
-        const std::uint32_t b_addr = b_base + stage * Traits::kSmemBBytes;
-        fence_operands(dst);
-        wgmma_fence();
+  // Issues the wgmmas of the ring's current stage into `dst`, the first k-step accumulating only
+  // when `accumulate_first`.
+  auto issue = [&](auto& dst, bool accumulate_first) {
+    const std::uint32_t a_lo = a_desc0 + ring.stage * (Traits::kSmemABytes / 16);
+    const std::uint32_t b_lo = b_desc0 + ring.stage * (Traits::kSmemBBytes / 16);
+    fence_operands(dst);
+    wgmma_fence();
 #pragma unroll
-        for (int ks = 0; ks < Traits::kKSteps; ++ks) {
-          // k16 (bf16) / k32 (e4m3) = 32 bytes further along the 128-byte row.
-          Wgmma::mma(make_sw128_desc(a_addr + ks * 32), make_sw128_desc(b_addr + ks * 32), dst,
-                     ks > 0 || accumulate_first);
-        }
-        wgmma_commit();
-        fence_operands(dst);
-        if (++stage == kNumStages) {
-          stage = 0;
-          phase ^= 1;
-        }
-      };
-      // The stage's operands are consumed (its wgmmas completed): hand it back to the producer(s)
-      // (with a cluster, every CTA's producer writes an A part into this CTA's stage).
-      auto release = [&](int done_stage) {
-        if (lane == 0) {
-          if constexpr (kClusterN > 1) {
-#pragma unroll
-            for (int r = 0; r < kClusterN; ++r) mbarrier_arrive_cluster(&empty[done_stage], r);
-          } else {
-            mbarrier_arrive(&empty[done_stage]);
-          }
-        }
-      };
+    for (int ks = 0; ks < Traits::kKSteps; ++ks) {
+      // k16 (bf16) / k32 (e4m3) = 32 bytes further along the 128-byte row.
+      Wgmma::mma(sw128_desc(a_lo + ks * 2), sw128_desc(b_lo + ks * 2), dst,
+                 ks > 0 || accumulate_first);
+    }
+    wgmma_commit();
+    fence_operands(dst);
+  };
+  // The stage's operands are consumed (its wgmmas completed): hand it back to the producer.
+  auto release = [&](int done_stage) {
+    if (lane == 0) mbarrier_arrive(&empty[done_stage]);
+  };
 
-      if constexpr (kFp8) {
-        // Two partial buffers: K block kb's wgmmas run while kb - 1's partial sums are promoted.
-        // Promotion, as the oracle: acc += partial * (act_scale * weight_scale), K block by K
-        // block. Offsets, not pointers, to spare registers (the bases stay in the constant bank).
-        const long long a_scale_lo = (tile.row0 + row_lo) * p.k_blocks;
-        const int b_scale_at =
-            (tile.expert * (p.n / 128) + tile.n_block) * p.k_blocks;  // < E * N/128 * K/128
-        // Row scales of invalid rows are never read (0 keeps their garbage in their own outputs).
-        auto scales = [&](int kb, float& s_lo, float& s_hi) {
-          const float sb = tile.n_valid ? __ldg(p.b_scale + b_scale_at + kb) : 0.0f;
-          const float* a = p.a_scale + a_scale_lo + kb;
-          s_lo = __fmul_rn(ok_lo ? __ldg(a) : 0.0f, sb);
-          s_hi = __fmul_rn(ok_hi ? __ldg(a + 8 * p.k_blocks) : 0.0f, sb);
-        };
-        auto promote = [&](auto& src, float s_lo, float s_hi) {
-          fence_operands(src);
+  for (;;) {
+    // The tile of the next stage (the producer's StageInfo); waiting again on this stage below
+    // returns at once.
+    mbarrier_wait(&full[ring.stage], ring.phase);
+    const StageInfo& info = stage_info[ring.stage];
+    if (info.expert < 0) break;  // no tiles left
+    tile.expert = info.expert;
+    tile.n_block = info.n_block;
+    tile.a_row = info.a_row;
+    const int valid_rows = info.valid_rows;
+    if constexpr (kFp8) {
+      // The tile's columns before the first 128-column boundary take weight scale 0, the rest 1
+      // (in 8-column chunks j: j < former take 0).
+      const int former =
+          Traits::kOneWeightScale ? BLOCK_N / 8 : (128 - (tile.n_block * BLOCK_N) % 128) / 8;
 #pragma unroll
-          for (int j = 0; j < kNumAccum / 4; ++j) {
-            acc[4 * j + 0] = fmaf(src[4 * j + 0], s_lo, acc[4 * j + 0]);
-            acc[4 * j + 1] = fmaf(src[4 * j + 1], s_lo, acc[4 * j + 1]);
-            acc[4 * j + 2] = fmaf(src[4 * j + 2], s_hi, acc[4 * j + 2]);
-            acc[4 * j + 3] = fmaf(src[4 * j + 3], s_hi, acc[4 * j + 3]);
-          }
-        };
-#pragma unroll
-        for (int i = 0; i < kNumAccum; ++i) acc[i] = 0.0f;
-        float s0_lo, s0_hi, s1_lo, s1_hi;
-        // One group in flight at the loop head (part0, K block kb - 1), so every wait is static.
-        int prev_stage = stage;
-        issue(part0, false);
-        scales(0, s0_lo, s0_hi);
-        int kb = 1;
-        for (; kb + 1 < p.k_blocks; kb += 2) {
-          int this_stage = stage;
-          issue(part1, false);
-          scales(kb, s1_lo, s1_hi);
-          wgmma_wait<1>();  // K block kb - 1 (part0) is done
-          release(prev_stage);
-          promote(part0, s0_lo, s0_hi);
-          prev_stage = this_stage;
-          this_stage = stage;
-          issue(part0, false);
-          scales(kb + 1, s0_lo, s0_hi);
-          wgmma_wait<1>();  // K block kb (part1) is done
-          release(prev_stage);
-          promote(part1, s1_lo, s1_hi);
-          prev_stage = this_stage;
-        }
-        if (kb < p.k_blocks) {  // an even number of K blocks: one more, into part1
-          const int this_stage = stage;
-          issue(part1, false);
-          scales(kb, s1_lo, s1_hi);
-          wgmma_wait<1>();
-          release(prev_stage);
-          promote(part0, s0_lo, s0_hi);
-          wgmma_wait<0>();
-          release(this_stage);
-          promote(part1, s1_lo, s1_hi);
-        } else {
-          wgmma_wait<0>();
-          release(prev_stage);
-          promote(part0, s0_lo, s0_hi);
-        }
-      } else {
-        // Keep one wgmma group in flight; the previous K block's stage is then free.
-        int prev_stage = stage;
-        issue(acc, false);
-        for (int kb = 1; kb < p.k_blocks; ++kb) {
-          const int this_stage = stage;
-          issue(acc, true);
-          wgmma_wait<1>();
-          fence_operands(acc);
-          release(prev_stage);
-          prev_stage = this_stage;
-        }
+      for (int i = 0; i < kNumAccum; ++i) acc[i] = 0.0f;
+      for (int kb = 0; kb < p.k_blocks; ++kb) {
+        mbarrier_wait(&full[ring.stage], ring.phase);
+        const float* a_scale = smem_a_scale + ring.stage * BLOCK_M;
+        const float sa_lo = a_scale[row_lo], sa_hi = a_scale[row_hi];
+        const float sb0 = stage_info[ring.stage].b_scale[0];
+        const float sb1 = stage_info[ring.stage].b_scale[1];
+        issue(part, false);
         wgmma_wait<0>();
+        fence_operands(part);
+        release(ring.stage);
+        ring.advance<kNumStages>();
+        // Promotion, as the oracle: acc += partial * (act_scale * weight_scale).
+        const float s0_lo = __fmul_rn(sa_lo, sb0), s0_hi = __fmul_rn(sa_hi, sb0);
+        const float s1_lo = __fmul_rn(sa_lo, sb1), s1_hi = __fmul_rn(sa_hi, sb1);
+#pragma unroll
+        for (int j = 0; j < kNumAccum / 4; ++j) {
+          const bool first = Traits::kOneWeightScale || j < former;
+          const float s_lo = first ? s0_lo : s1_lo, s_hi = first ? s0_hi : s1_hi;
+          acc[4 * j + 0] = fmaf(part[4 * j + 0], s_lo, acc[4 * j + 0]);
+          acc[4 * j + 1] = fmaf(part[4 * j + 1], s_lo, acc[4 * j + 1]);
+          acc[4 * j + 2] = fmaf(part[4 * j + 2], s_hi, acc[4 * j + 2]);
+          acc[4 * j + 3] = fmaf(part[4 * j + 3], s_hi, acc[4 * j + 3]);
+        }
+      }
+    } else {
+      // Keep one wgmma group in flight; the previous K block's stage is then free.
+      int prev_stage = ring.stage;
+      issue(acc, false);
+      ring.advance<kNumStages>();
+      for (int kb = 1; kb < p.k_blocks; ++kb) {
+        mbarrier_wait(&full[ring.stage], ring.phase);
+        const int this_stage = ring.stage;
+        issue(acc, true);
+        ring.advance<kNumStages>();
+        wgmma_wait<1>();
         fence_operands(acc);
         release(prev_stage);
+        prev_stage = this_stage;
       }
-      // No row of this warpgroup holds a token, or the tile is a cluster's N block past N: nothing
-      // to store.
-      if (!wg_active || !tile.n_valid) continue;
-
-      // ---- Epilogue, one 128-column slab at a time. ----
-      const int n0 = tile.n_block * BLOCK_N;
-      constexpr int kJPerSlab = Traits::kEpilogueN / 8;
-#pragma unroll
-      for (int slab = 0; slab < BLOCK_N / Traits::kEpilogueN; ++slab) {
-#pragma unroll
-        for (int jj = 0; jj < kJPerSlab; ++jj) {
-          const int j = slab * kJPerSlab + jj;
-          const int col_bytes = (jj * 8 + 2 * (lane % 4)) * 2;
-          const std::uint32_t lo = pack_bf16x2(acc[4 * j + 0], acc[4 * j + 1]);
-          const std::uint32_t hi = pack_bf16x2(acc[4 * j + 2], acc[4 * j + 3]);
-          *reinterpret_cast<std::uint32_t*>(smem_c + row_lo * Traits::kCRowBytes + col_bytes) = lo;
-          *reinterpret_cast<std::uint32_t*>(smem_c + row_hi * Traits::kCRowBytes + col_bytes) = hi;
-        }
-        named_barrier_sync(barrier_id, 128);
-        // 16 threads per 256-byte row, 8 rows per pass, 8 passes over the warpgroup's 64 rows.
-        const int chunk = t % 16;
-        const int col = n0 + slab * Traits::kEpilogueN + chunk * 8;
-#pragma unroll
-        for (int pass = 0; pass < 8; ++pass) {
-          const int row = wg_row0 + pass * 8 + t / 16;
-          if (row_ok[row] && col < p.n) {
-            const uint4 v =
-                *reinterpret_cast<const uint4*>(smem_c + row * Traits::kCRowBytes + chunk * 16);
-            *reinterpret_cast<uint4*>(p.out + (tile.row0 + row) * p.n + col) = v;
-          }
-        }
-        named_barrier_sync(barrier_id, 128);  // the slab buffer and flags are free again
-      }
-      if (p.counters != nullptr && t == 0) {
-        // One count per 128-column group of this tile (the report's threshold is ceil(N / 128)).
-        const int groups = (min(p.n - n0, BLOCK_N) + 127) / 128;
-        release_add(p.counters + tile.expert * p.counter_blocks + (tile.a_row + wg_row0) / 64,
-                    groups);
-      }
+      wgmma_wait<0>();
+      fence_operands(acc);
+      release(prev_stage);
     }
+
+    // ---- Epilogue (sm90_epilogue.cuh). ----
+    WarpgroupRows rows;
+    rows.row0 = tile.row0(p) + wg_row0;
+    rows.tma_row = tile.a_row + wg_row0;
+    rows.tma_group = tile.a_group(p);
+    if (p.masked_m != nullptr) {
+      rows.valid = valid_rows - wg_row0;
+      rows.all_valid = rows.valid >= 64;
+      if (rows.valid <= 0) continue;  // no row of this warpgroup holds a token
+    } else {
+      rows.valid = -1;
+      // Valid rows are a prefix: the first and the last decide.
+      if (__ldg(p.m_indices + rows.row0) != tile.expert) continue;
+      rows.all_valid = __ldg(p.m_indices + rows.row0 + 63) == tile.expert;
+    }
+    store_warpgroup_tile<BLOCK_N, Traits::kBufferAtoms>(p, &maps.out, tile, rows, acc, c_buffer,
+                                                        barrier_id);
   }
-  // No CTA leaves while a peer may still arrive on its barriers (all threads, producers included).
-  if constexpr (kClusterN > 1) {
-    __syncwarp();  // the elected producer lane rejoins its warp (the barrier is .aligned)
-    cluster_sync();
-  }
+  // The copy engine must be done reading the epilogue buffer before the CTA's shared memory goes.
+  if (t == 0) tma_store_wait_all();
 }
 
-// Host side of one kernel variant: a persistent grid (one CTA per SM; with clusters, as many
-// clusters as can be resident at once), shared memory raised to what the variant needs. A CTA
-// without tiles exits at once.
+// Host side of one kernel variant: a persistent grid (one CTA per SM), shared memory raised to
+// what the variant needs (once per device; not a stream operation, so later launches may be
+// captured in a CUDA graph). A CTA without tiles exits at once.
 template <class Traits>
-void launch_grouped_gemm(const CUtensorMap& tma_a, const CUtensorMap& tma_b,
-                         const GroupedGemmParams& p, int num_sms, cudaStream_t stream) {
+void launch_grouped_gemm(const GroupedGemmMaps& maps, const GroupedGemmParams& p, int num_sms,
+                         cudaStream_t stream) {
   auto* kernel = &grouped_gemm_kernel<Traits>;
-  constexpr int kClusterN = Traits::kClusterN;
-  // Once per device (not stream operations, but kept out of graph captures after the first use).
-  static std::atomic<int> grid_of_device[64] = {};
+  static std::atomic<bool> attribute_set[64] = {};
   int device = 0;
   MOERUN_CUDA_CHECK(cudaGetDevice(&device));
-  std::atomic<int>& cached_grid = grid_of_device[device % 64];
-  cudaLaunchConfig_t config{};
-  cudaLaunchAttribute cluster{};
-  cluster.id = cudaLaunchAttributeClusterDimension;
-  cluster.val.clusterDim.x = kClusterN;
-  cluster.val.clusterDim.y = 1;
-  cluster.val.clusterDim.z = 1;
-  config.blockDim = dim3(Traits::kNumThreads);
-  config.dynamicSmemBytes = Traits::kSmemBytes;
-  config.stream = stream;
-  config.attrs = &cluster;
-  config.numAttrs = kClusterN > 1 ? 1 : 0;
-  int grid = cached_grid.load(std::memory_order_acquire);
-  if (grid == 0) {
+  std::atomic<bool>& set = attribute_set[device % 64];
+  if (!set.load(std::memory_order_acquire)) {
     MOERUN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                            Traits::kSmemBytes));
-    grid = num_sms / kClusterN * kClusterN;
-    if constexpr (kClusterN > 1) {
-      // NOTE: clusters are placed within a GPC, so fewer than SMs / 2 may fit at once; a
-      // persistent grid larger than that would run its last clusters in a second wave.
-      config.gridDim = dim3(static_cast<unsigned>(grid));
-      int clusters = 0;
-      MOERUN_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&clusters, kernel, &config));
-      if (clusters > 0) grid = std::min(grid, clusters * kClusterN);
-    }
-    cached_grid.store(grid, std::memory_order_release);
+    set.store(true, std::memory_order_release);
   }
-  config.gridDim = dim3(static_cast<unsigned>(grid));
-  MOERUN_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, tma_a, tma_b, p));
+  kernel<<<static_cast<unsigned>(num_sms), Traits::kNumThreads, Traits::kSmemBytes, stream>>>(maps,
+                                                                                              p);
+  MOERUN_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace moerun::cuda::sm90

@@ -6,22 +6,15 @@
 
 namespace moerun::cuda::sm90 {
 
-using Bf16M128N256 = TraitsOf<GemmVariant::kBf16M128N256>;
-using Bf16M128N128 = TraitsOf<GemmVariant::kBf16M128N128>;
-using Bf16M64N256 = TraitsOf<GemmVariant::kBf16M64N256>;
-using Bf16M128N256C2 = TraitsOf<GemmVariant::kBf16M128N256C2>;
-
-void launch_bf16(GemmVariant variant, const CUtensorMap& tma_a, const CUtensorMap& tma_b,
-                 const GroupedGemmParams& p, int num_sms, cudaStream_t stream) {
+void launch_bf16(GemmVariant variant, const GroupedGemmMaps& maps, const GroupedGemmParams& p,
+                 int num_sms, cudaStream_t stream) {
   switch (variant) {
     case GemmVariant::kBf16M128N256:
-      return launch_grouped_gemm<Bf16M128N256>(tma_a, tma_b, p, num_sms, stream);
+      return launch_grouped_gemm<TraitsOf<GemmVariant::kBf16M128N256>>(maps, p, num_sms, stream);
     case GemmVariant::kBf16M128N128:
-      return launch_grouped_gemm<Bf16M128N128>(tma_a, tma_b, p, num_sms, stream);
+      return launch_grouped_gemm<TraitsOf<GemmVariant::kBf16M128N128>>(maps, p, num_sms, stream);
     case GemmVariant::kBf16M64N256:
-      return launch_grouped_gemm<Bf16M64N256>(tma_a, tma_b, p, num_sms, stream);
-    case GemmVariant::kBf16M128N256C2:
-      return launch_grouped_gemm<Bf16M128N256C2>(tma_a, tma_b, p, num_sms, stream);
+      return launch_grouped_gemm<TraitsOf<GemmVariant::kBf16M64N256>>(maps, p, num_sms, stream);
     default:
       throw Error("grouped GEMM: not a BF16 variant");
   }

@@ -1,6 +1,8 @@
-// What the host passes to the Hopper grouped GEMM kernels besides the two tensor maps (shared by
-// the host launcher, cuda/gemm.cu, and the device code; plain C++).
+// What the host passes to the Hopper grouped GEMM kernels besides the tensor maps (shared by the
+// host launcher, cuda/gemm.cc, and the device code; plain C++).
 #pragma once
+
+#include <cuda.h>
 
 #include <cstdint>
 
@@ -12,9 +14,8 @@ struct GroupedGemmParams {
   const int* m_indices = nullptr;  // contiguous: [M_sum] local expert of each row, -1 = padding
   int m_max = 0;                   // masked: rows per expert in A and out
   int m_row_blocks = 0;            // contiguous: M_sum / BLOCK_M
-  const float* a_scale = nullptr;  // FP8: [rows, K / 128]
-  const float* b_scale = nullptr;  // FP8: [E_l, N / 128, K / 128]
-  std::uint16_t* out = nullptr;    // [rows, N] bf16
+  const float* b_scale = nullptr;  // FP8: [E_l, N / 128, K / 128] (A's scales come by TMA)
+  std::uint16_t* out = nullptr;    // [rows, N] bf16 (full tiles are stored by TMA)
   int* counters = nullptr;         // masked overlap: [E_l * counter_blocks] or null
   int counter_blocks = 0;          // ceil(M_max / 64)
   int n = 0;
@@ -25,6 +26,14 @@ struct GroupedGemmParams {
   // Contiguous: tiles walk bands of this many row blocks (>= 1), N block by N block inside a band,
   // so that the CTAs running at once share fewer, hotter A and B tiles in L2.
   int raster_rows = 1;
+};
+
+// The kernel's tensor maps (all 3-D {inner, rows, groups}, built by cuda/gemm.cc):
+//  a, b:     K-major operands, box {128 bytes of K, BLOCK_M or BLOCK_N rows, 1}, 128-byte swizzle;
+//  a_scale:  FP8 activation scales, MN-major {rows per group, K / 128, groups}, box {BLOCK_M, 1,
+//  1}; out:      bf16 {N, rows per group, groups}, box {64 columns, 64 rows, 1}, 128-byte swizzle.
+struct GroupedGemmMaps {
+  CUtensorMap a, b, a_scale, out;
 };
 
 }  // namespace moerun::cuda::sm90

@@ -1,9 +1,6 @@
-// Persistent tile scheduler of the grouped GEMM: cluster c of a grid of G clusters takes the tile
-// groups c, c + G, c + 2G, ... of one sequence, CTA r of the cluster the r-th N block of each (a
-// cluster shares its A tile by multicast; without clusters a CTA is a cluster of one). The TMA
-// producer and the math warpgroups each walk it with their own copy and see the same tiles in the
-// same order. A cluster's last N group may reach past N: that CTA's tile has n_valid false (its
-// loads are zero-filled, nothing is stored), so both CTAs still take part in every stage.
+// Persistent tile scheduler of the grouped GEMM: CTA b of a grid of G takes the tiles b, b + G,
+// b + 2G, ... of one sequence. The TMA producer and the math warpgroups each walk it with their
+// own copy and see the same tiles in the same order.
 //
 // Tile order:
 //  - masked: group by group, then row block by row block, then N block (the N blocks of one row
@@ -23,50 +20,53 @@
 
 namespace moerun::cuda::sm90 {
 
+// Kept small: the math warps carry it across their main loop in registers.
 struct Tile {
   int expert;
   int n_block;
-  int a_row;       // TMA row coordinate inside the group (masked) or in M_sum (contiguous)
-  int a_group;     // TMA group coordinate (masked: the expert; contiguous: 0)
-  long long row0;  // first row of the tile in A's rows / out's rows (flattened)
-  int valid_rows;  // masked: rows of the tile below masked_m (>= 1); contiguous: BLOCK_M
-  bool n_valid;    // n_block < ceil(N / BLOCK_N)
+  int a_row;  // first row: inside the expert's group (masked) or of M_sum (contiguous)
+
+  // TMA group coordinate of A, out and the A scales (masked: the expert; contiguous: 0).
+  __device__ int a_group(const GroupedGemmParams& p) const {
+    return p.masked_m != nullptr ? expert : 0;
+  }
+  // First row of the tile in A's and out's rows (flattened).
+  __device__ long long row0(const GroupedGemmParams& p) const {
+    return p.masked_m != nullptr ? static_cast<long long>(expert) * p.m_max + a_row : a_row;
+  }
+  // Rows of the tile that hold tokens (a prefix): masked, those below masked_m (>= 1).
+  __device__ int masked_valid_rows(const GroupedGemmParams& p, int block_m) const {
+    return min(block_m, min(max(__ldg(p.masked_m + expert), 0), p.m_max) - a_row);
+  }
 };
 
-template <int BLOCK_M, int kClusterN>
+template <int BLOCK_M>
 class Scheduler {
  public:
   __device__ explicit Scheduler(int used_row_blocks)
-      : used_row_blocks_(used_row_blocks),
-        next_(static_cast<int>(blockIdx.x) / kClusterN),
-        rank_(static_cast<int>(blockIdx.x) % kClusterN) {}
+      : used_row_blocks_(used_row_blocks), next_(static_cast<int>(blockIdx.x)) {}
 
   // The next tile of this CTA, or false when none is left. `p` is the kernel's __grid_constant__
   // parameter: read in place (constant bank), it costs no registers across the main loop.
   __device__ bool next(const GroupedGemmParams& p, Tile& tile) {
     for (;;) {
       const int index = next_;
-      next_ += static_cast<int>(gridDim.x) / kClusterN;
-      const int n_groups = (p.n_blocks + kClusterN - 1) / kClusterN;
+      next_ += static_cast<int>(gridDim.x);
       if (p.masked_m != nullptr) {
         while (index >= group_begin_ + group_tiles_) {
           group_begin_ += group_tiles_;
           if (++group_ >= p.experts) return false;
-          group_rows_ = min(max(__ldg(p.masked_m + group_), 0), p.m_max);
-          group_tiles_ = (group_rows_ + BLOCK_M - 1) / BLOCK_M * n_groups;
+          const int rows = min(max(__ldg(p.masked_m + group_), 0), p.m_max);
+          group_tiles_ = (rows + BLOCK_M - 1) / BLOCK_M * p.n_blocks;
         }
         const int local = index - group_begin_;
-        const int m0 = local / n_groups * BLOCK_M;
+        const int m0 = local / p.n_blocks * BLOCK_M;
         tile.expert = group_;
-        tile.n_block = local % n_groups * kClusterN + rank_;
+        tile.n_block = local % p.n_blocks;
         tile.a_row = m0;
-        tile.a_group = group_;
-        tile.row0 = static_cast<long long>(group_) * p.m_max + m0;
-        tile.valid_rows = min(BLOCK_M, group_rows_ - m0);
-        tile.n_valid = tile.n_block < p.n_blocks;
         return true;
       }
-      const int band_tiles = p.raster_rows * n_groups;
+      const int band_tiles = p.raster_rows * p.n_blocks;
       const int bands = (used_row_blocks_ + p.raster_rows - 1) / p.raster_rows;
       if (index >= bands * band_tiles) return false;
       const int within = index % band_tiles;
@@ -76,12 +76,8 @@ class Scheduler {
       const int expert = __ldg(p.m_indices + row0);
       if (expert < 0 || expert >= p.experts) continue;  // padding block: no loads, no math
       tile.expert = expert;
-      tile.n_block = within / p.raster_rows * kClusterN + rank_;
+      tile.n_block = within / p.raster_rows;
       tile.a_row = row0;
-      tile.a_group = 0;
-      tile.row0 = row0;
-      tile.valid_rows = BLOCK_M;
-      tile.n_valid = tile.n_block < p.n_blocks;
       return true;
     }
   }
@@ -89,11 +85,9 @@ class Scheduler {
  private:
   int used_row_blocks_;
   int next_;
-  int rank_;
   int group_ = -1;
   int group_begin_ = 0;
   int group_tiles_ = 0;
-  int group_rows_ = 0;
 };
 
 }  // namespace moerun::cuda::sm90

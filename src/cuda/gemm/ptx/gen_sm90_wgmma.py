@@ -9,7 +9,10 @@ Usage: python3 src/cuda/gemm/ptx/gen_sm90_wgmma.py > src/cuda/gemm/ptx/sm90_wgmm
 SHAPES = [
     ("WgmmaBf16M64N256K16", "bf16.bf16", 256, 16, True),
     ("WgmmaBf16M64N128K16", "bf16.bf16", 128, 16, True),
+    ("WgmmaE4m3M64N112K32", "e4m3.e4m3", 112, 32, False),
     ("WgmmaE4m3M64N128K32", "e4m3.e4m3", 128, 32, False),
+    ("WgmmaE4m3M64N160K32", "e4m3.e4m3", 160, 32, False),
+    ("WgmmaE4m3M64N192K32", "e4m3.e4m3", 192, 32, False),
 ]
 
 HEADER = """\

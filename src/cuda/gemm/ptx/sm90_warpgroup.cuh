@@ -33,14 +33,28 @@ __device__ __forceinline__ void fence_operands(float (&regs)[kCount]) {
 // Descriptor of a K-major operand tile in shared memory written by TMA with 128-byte swizzling:
 // rows of 128 bytes, 8-row core groups 1024 bytes apart (SBO), leading offset unused for this
 // layout; the tile must start 1024-byte aligned (the swizzle pattern is taken from address bits).
-// Moving along K inside the 128-byte row is adding bytes / 16 to the start address field.
-__device__ __forceinline__ std::uint64_t make_sw128_desc(std::uint32_t smem_address) {
-  std::uint64_t desc = 0;
-  desc |= static_cast<std::uint64_t>((smem_address & 0x3FFFF) >> 4);  // start address, bits 0-13
-  desc |= static_cast<std::uint64_t>(1) << 16;                        // LBO (unused), bits 16-29
-  desc |= static_cast<std::uint64_t>(1024 >> 4) << 32;                // SBO, bits 32-45
-  desc |= static_cast<std::uint64_t>(1) << 62;                        // layout: 128-byte swizzle
-  return desc;
+// Moving along K inside the 128-byte row, or to another tile, is adding bytes / 16 to the low
+// word (the start address field, bits 0-13, holds any address of the 227 KiB window).
+// NOTE: the low word is kept apart so that callers offset a warp-uniform value with uniform
+// integer adds; rebuilding the full descriptor per thread costs R2UR moves on the wgmma issue path.
+__device__ __forceinline__ std::uint32_t sw128_desc_lo(std::uint32_t smem_address) {
+  return ((smem_address & 0x3FFFF) >> 4) | (1u << 16);  // start address; LBO (unused) = 1
+}
+inline constexpr std::uint32_t kSw128DescHi = (1024u >> 4) | (1u << 30);  // SBO; 128-byte swizzle
+
+__device__ __forceinline__ std::uint64_t sw128_desc(std::uint32_t lo) {
+  return (static_cast<std::uint64_t>(kSw128DescHi) << 32) | lo;
+}
+
+// stmatrix: four 8 x 8 bf16 matrices (each 8 rows of 16 bytes) from the mma fragment layout (lane
+// l holds row l / 4, columns 2 (l % 4) .. + 1 of each, one register per matrix) to shared memory;
+// lane l gives the address of row l % 8 of matrix l / 8.
+__device__ __forceinline__ void stmatrix_x4(std::uint32_t smem_address, std::uint32_t r0,
+                                            std::uint32_t r1, std::uint32_t r2, std::uint32_t r3) {
+  asm volatile(
+      "stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};" ::"r"(smem_address),
+      "r"(r0), "r"(r1), "r"(r2), "r"(r3)
+      : "memory");
 }
 
 template <int kRegs>

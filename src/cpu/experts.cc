@@ -46,6 +46,8 @@ HostTensor run_experts(const MoeConfig& config, const MoeWeights& weights, const
       masked ? masked_segments(permuted.masked_m.view(), permuted.m_max)
              : contiguous_segments(permuted.m_indices.view(), local_experts);
   const std::int64_t rows = permuted.rows();
+  // A contiguous layout with no row (no token here) has nothing to compute.
+  if (rows == 0) return HostTensor(DType::kBF16, {0, h});
   const DType act_dtype = config.weight_dtype;
 
   HostTensor gate_up(DType::kBF16, {rows, 2 * inter});

@@ -208,7 +208,7 @@ TEST_P(EpLayerVsSingleRank, StandardMatchesSingleRank) {
   HostTensor expected(DType::kBF16, {24, config.hidden_size});
   moe_forward(single, lc.weights.view(), lc.hidden.view(), lc.routing.ids.view(),
               lc.routing.weights.view(), expected.view(), {ep.layout});
-  EXPECT_LE(relative_error(out.view(), expected.view()), test::kStandardEpVsSingleRank);
+  EXPECT_LE(relative_error(out.view(), expected.view()), kStandardEpVsSingleRank);
 
   // With every token's experts on one rank, the other partials are zeros: the same bits.
   int* ids = lc.routing.ids.data<int>();

@@ -1,6 +1,8 @@
-// `moerun run`'s forward: the EP ranks of a synthetic job (standard mode, simulated on one device)
-// on the CPU or the CUDA backend. On CUDA the weights and inputs are uploaded once and freed with
-// the runner; each run() computes every rank on the device and brings the output back.
+// `moerun run`'s forward: a synthetic job on the CPU or the CUDA backend, over ep_size expert-
+// parallel ranks. On the CPU the ranks are the oracle's simulation (cpu/ep_layer.h); on CUDA they
+// are virtual ranks of one EpLayer on this GPU (the real dispatch and combine kernels). On CUDA the
+// weights and inputs are uploaded once and freed with the runner; each run() brings the output
+// back.
 #pragma once
 
 #include <cstdint>
@@ -8,6 +10,7 @@
 #include <string>
 
 #include "moerun/config.h"
+#include "moerun/ep.h"
 #include "moerun/host_tensor.h"
 #include "moerun/layer.h"
 #include "moerun/weights.h"
@@ -25,8 +28,10 @@ class LayerRunner {
  public:
   // `all`: host weights of all E experts; `options.backend` kAuto picks CUDA when
   // cuda_available(). Rejects kCuda without a usable device ("no usable CUDA device: why").
+  // With config.ep_size > 1: `ep_backend` standard (every rank holds all T tokens) or all-to-all
+  // (rank r holds its share of the T tokens, the first T % R ranks one more).
   LayerRunner(const MoeConfig& config, const MoeWeights& all, std::int64_t tokens,
-              LayerOptions options);
+              LayerOptions options, EpBackend ep_backend);
   ~LayerRunner();
   LayerRunner(const LayerRunner&) = delete;
   LayerRunner& operator=(const LayerRunner&) = delete;
@@ -37,8 +42,7 @@ class LayerRunner {
   // hidden [T, H] bf16, topk_ids / topk_weights [T, k] (host). Uploaded once on CUDA.
   void set_inputs(const TensorView& hidden, const TensorView& topk_ids,
                   const TensorView& topk_weights);
-  // One forward of every rank, partial outputs summed in fp32 in rank order and rounded once;
-  // returns when `output()` holds the result.
+  // One forward of every rank; returns when `output()` holds the result.
   void run();
   // [T, H] bf16 on the host.
   const HostTensor& output() const;

@@ -40,10 +40,16 @@ void add_run_command(CLI::App& app, RunArgs& args) {
   run->add_option("--tokens", args.tokens, "Tokens in the batch (T)")
       ->check(CLI::Range(std::int64_t{0}, std::int64_t{1} << 24))
       ->capture_default_str();
-  run->add_option("--ep-size", args.ep_size,
-                  "Expert-parallel ranks, simulated in the standard mode (every rank sees every "
-                  "token; partial outputs are summed); must divide the expert count")
+  run->add_option(
+         "--ep-size", args.ep_size,
+         "Expert-parallel ranks (must divide the expert count): simulated by the oracle on "
+         "the CPU, virtual ranks of one expert-parallel layer on CUDA")
       ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
+  run->add_option("--ep-backend", args.ep_backend,
+                  "standard (every rank sees every token; partial outputs are summed) or "
+                  "all-to-all (rank r holds its share of the tokens, sent to the experts' ranks)")
+      ->check(CLI::IsMember({"standard", "all-to-all"}))
       ->capture_default_str();
   run->add_option("--layout", args.layout,
                   "Permuted layout: masked (decode), contiguous (prefill) or auto")
@@ -97,7 +103,9 @@ int run_command(const RunArgs& args) {
   LayerOptions options;
   options.backend = backend;
   options.layout = parse_layout(args.layout);
-  LayerRunner runner(config, all, tokens, options);
+  const EpBackend ep_backend =
+      args.ep_backend == "all-to-all" ? EpBackend::kAllToAll : EpBackend::kStandard;
+  LayerRunner runner(config, all, tokens, options, ep_backend);
   const Layout layout = runner.layout();
   runner.set_inputs(hidden.view(), routing.ids.view(), routing.weights.view());
   // CUDA: one untimed forward first (module load, first touch of the workspace).
@@ -137,6 +145,7 @@ int run_command(const RunArgs& args) {
     j["config"] = describe(config);
     j["tokens"] = tokens;
     j["ep_size"] = config.ep_size;
+    j["ep_backend"] = args.ep_backend;
     j["backend"] = backend_name(backend);
     if (backend == Backend::kCpu && args.backend == "auto") j["cuda"] = cuda_unavailable_reason();
     j["cpu_threads"] = detail::cpu_threads();

@@ -16,6 +16,7 @@ struct RunArgs {
   std::string model = "small";
   std::int64_t tokens = 256;
   int ep_size = 1;
+  std::string ep_backend = "standard";  // standard | all-to-all (with ep_size > 1)
   std::string layout = "auto";
   std::string backend = "auto";
   std::uint64_t seed = 0;

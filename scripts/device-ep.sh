@@ -25,7 +25,7 @@ note "ep_nccl_test (one-rank NCCL group): rc $?"
 grep -E "^\[  (PASSED|FAILED) |^\[  FAILED  \]|SEED" "$out/tests.log" | grep -v SEED | tee -a "$summary"
 grep -B3 -A12 -E "Failure" "$out/tests.log" | head -60
 
-quick='Cases/CudaEp.*/deepseek_R4_alltoall_masked_RoundRobin:Cases/CudaEp.*/qwen3_R2_*:CudaEpErrors.*'
+quick='Cases/CudaEpAllToAll.*/deepseek_R4_alltoall_masked_RoundRobin:Cases/CudaEp*/qwen3_R2_*:CudaEpErrors.*'
 : >"$out/sanitizer.log"
 for tool in memcheck racecheck; do
   timeout 90 compute-sanitizer --tool "$tool" --error-exitcode 9 "$build/tests/cuda_test" \

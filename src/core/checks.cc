@@ -52,12 +52,14 @@ void check_topk_weights(const TensorView& topk_weights, std::int64_t tokens, int
 
 void check_act_scale(const TensorView& scale, std::string_view name, std::int64_t rows,
                      std::int64_t k_blocks, std::int64_t group_rows, DeviceType device) {
-  const std::int64_t groups = group_rows > 0 ? rows / group_rows : 0;
+  // A layout without rows (contiguous M_sum = 0) is one empty group: [k_blocks, 0].
+  const std::int64_t groups = group_rows > 0 ? rows / group_rows : 1;
   const std::string expected = "f32 [" + std::to_string(groups) + ", " + std::to_string(k_blocks) +
                                ", " + std::to_string(group_rows) +
                                "] (groups, K / 128, rows per group: MN-major) on " +
                                device_name(Device{device, 0});
-  const bool shape_ok = scale.defined() && group_rows > 0 && rows % group_rows == 0 &&
+  const bool rows_ok = group_rows == 0 ? rows == 0 : group_rows > 0 && rows % group_rows == 0;
+  const bool shape_ok = scale.defined() && rows_ok &&
                         ((scale.ndim() == 3 && scale.size(0) == groups &&
                           scale.size(1) == k_blocks && scale.size(2) == group_rows) ||
                          (groups == 1 && scale.ndim() == 2 && scale.size(0) == k_blocks &&

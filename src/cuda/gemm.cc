@@ -49,10 +49,11 @@ EncodeTiledFn encode_tiled() {
   return fn;
 }
 
-// A 3-D map {d0 innermost, d1, d2} of a dense tensor, `box` elements per load or store.
-CUtensorMap make_map_3d(const void* base, CUtensorMapDataType type, std::uint64_t elem_bytes,
-                        const std::int64_t (&dims)[3], const int (&box)[3],
-                        CUtensorMapSwizzle swizzle, const char* what) {
+// A map of rank 1 to 3 {d0 innermost, d1, d2} over a dense tensor, `box` elements per load or
+// store (entries past `rank` unused).
+CUtensorMap make_map(const void* base, CUtensorMapDataType type, std::uint64_t elem_bytes,
+                     int rank, const std::int64_t (&dims)[3], const int (&box)[3],
+                     CUtensorMapSwizzle swizzle, const char* what) {
   const cuuint64_t sizes[3] = {static_cast<cuuint64_t>(dims[0]), static_cast<cuuint64_t>(dims[1]),
                                static_cast<cuuint64_t>(dims[2])};
   const cuuint64_t strides[2] = {static_cast<cuuint64_t>(dims[0]) * elem_bytes,
@@ -62,15 +63,22 @@ CUtensorMap make_map_3d(const void* base, CUtensorMapDataType type, std::uint64_
   const cuuint32_t elem_strides[3] = {1, 1, 1};
   CUtensorMap map{};
   const CUresult status =
-      encode_tiled()(&map, type, 3, const_cast<void*>(base), sizes, strides, box_dims, elem_strides,
-                     CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                     CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+      encode_tiled()(&map, type, static_cast<cuuint32_t>(rank), const_cast<void*>(base), sizes,
+                     strides, box_dims, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle,
+                     CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   if (status != CUDA_SUCCESS) {
+    std::string shape;
+    for (int d = rank - 1; d >= 0; --d) shape += std::to_string(dims[d]) + (d > 0 ? ", " : "");
     throw CudaError("cuTensorMapEncodeTiled failed with CUresult " + std::to_string(status) +
-                    " for the " + what + " [" + std::to_string(dims[2]) + ", " +
-                    std::to_string(dims[1]) + ", " + std::to_string(dims[0]) + "]");
+                    " for the " + what + " [" + shape + "]");
   }
   return map;
+}
+
+CUtensorMap make_map_3d(const void* base, CUtensorMapDataType type, std::uint64_t elem_bytes,
+                        const std::int64_t (&dims)[3], const int (&box)[3],
+                        CUtensorMapSwizzle swizzle, const char* what) {
+  return make_map(base, type, elem_bytes, 3, dims, box, swizzle, what);
 }
 
 // K-major operand {K, rows, groups} of e4m3 or bf16: 128 bytes of K x `box_rows` per load.
@@ -94,6 +102,7 @@ struct Operands {
   sm90::GroupedGemmParams params;
   const void* a = nullptr;
   const void* a_scale = nullptr;  // FP8: MN-major (core/scale_layout.h)
+  const void* b_scale = nullptr;  // FP8: [E_l, N / 128, K / 128]
   const void* b = nullptr;
   bool fp8 = false;
   std::int64_t n = 0;
@@ -137,8 +146,10 @@ Operands check_operands(const GemmOperand& a, const GemmOperand& b, const Tensor
                             DeviceType::kCuda);
     check_arg(aligned16(a.scale.data()), "A scale data", "a 16-byte aligned device pointer",
               "a misaligned pointer");
+    check_arg(aligned16(b.scale.data()), "B scale data", "a 16-byte aligned device pointer",
+              "a misaligned pointer");
     o.a_scale = a.scale.data();
-    p.b_scale = b.scale.data_as<const float>();
+    o.b_scale = b.scale.data();
   } else {
     check_arg(!a.scale.defined() && !b.scale.defined(), "BF16 operand scales", "none",
               "a scale tensor");
@@ -186,12 +197,17 @@ void run(Operands& o, std::int64_t a_rows, std::int64_t a_groups, const GemmChoi
   sm90::GroupedGemmMaps maps{};
   maps.a = make_operand_map(o.a, o.fp8, o.k, a_rows, a_groups, shape.block_k, shape.block_m,
                             "A (activations)");
-  maps.b = make_operand_map(o.b, o.fp8, o.k, o.n, o.experts, shape.block_k, shape.block_n,
-                            "B (weights)");
+  // With clusters, B comes in halves (each CTA multicasts one).
+  maps.b = make_operand_map(o.b, o.fp8, o.k, o.n, o.experts, shape.block_k,
+                            shape.block_n / shape.cluster_m, "B (weights)");
   if (o.fp8) {
     maps.a_scale = make_map_3d(o.a_scale, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4,
                                {a_rows, o.k / kQuantGroup, a_groups}, {shape.block_m, 1, 1},
                                CU_TENSOR_MAP_SWIZZLE_NONE, "A scale");
+    // The weight scales as one run of floats: the kernel takes 16-byte boxes at any element.
+    maps.b_scale = make_map(o.b_scale, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4, 1,
+                            {o.experts * (o.n / kQuantGroup) * (o.k / kQuantGroup), 1, 1},
+                            {4, 1, 1}, CU_TENSOR_MAP_SWIZZLE_NONE, "B scale");
   }
   maps.out = make_map_3d(p.out, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, {o.n, a_rows, a_groups},
                          {64, 64, 1}, CU_TENSOR_MAP_SWIZZLE_128B, "out");

@@ -39,13 +39,13 @@ struct Candidate {
 };
 constexpr Candidate kBf16Candidates[] = {
     {GemmVariant::kBf16M128N256, 1.0},
-    {GemmVariant::kBf16M128N128, 0.90},
+    {GemmVariant::kBf16M128N128, 0.93},
+    {GemmVariant::kBf16M128N256C2, 1.0},
 };
 constexpr Candidate kFp8Candidates[] = {
-    {GemmVariant::kFp8M128N192, 1.0},
-    {GemmVariant::kFp8M128N160, 0.97},
-    {GemmVariant::kFp8M128N128, 0.94},
-    {GemmVariant::kFp8M128N112, 0.90},
+    {GemmVariant::kFp8M128N192, 1.0},   {GemmVariant::kFp8M128N128, 0.96},
+    {GemmVariant::kFp8M128N160, 0.94},  {GemmVariant::kFp8M128N112, 0.81},
+    {GemmVariant::kFp8M128N192C2, 1.0}, {GemmVariant::kFp8M128N128C2, 0.96},
 };
 
 std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
@@ -59,6 +59,10 @@ std::string gemm_variant_name(sm90::GemmVariant variant) {
   name += std::to_string(s.block_m);
   name += 'N';
   name += std::to_string(s.block_n);
+  if (s.cluster_m > 1) {
+    name += 'C';
+    name += std::to_string(s.cluster_m);
+  }
   return name;
 }
 

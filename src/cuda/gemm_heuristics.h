@@ -30,7 +30,7 @@ struct GemmChoice {
 
 GemmChoice choose_gemm_variant(const GemmProblem& problem);
 
-// A variant's tile shape as a name: dtype, BLOCK_M, BLOCK_N ("fp8_M128N192").
+// A variant's tile shape as a name: dtype, BLOCK_M, BLOCK_N, cluster ("fp8_M128N192C2").
 std::string gemm_variant_name(sm90::GemmVariant variant);
 
 // Tests and benchmarks only: every later choice of this dtype returns `variant` (a value of

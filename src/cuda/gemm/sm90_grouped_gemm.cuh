@@ -43,10 +43,13 @@
 
 #include <atomic>
 #include <cstdint>
+#include <algorithm>
 #include <type_traits>
+#include <utility>
 
 #include "cuda/cuda_check.h"
 #include "cuda/device_utils.cuh"
+#include "cuda/gemm/ptx/sm90_cluster.cuh"
 #include "cuda/gemm/ptx/sm90_mbarrier.cuh"
 #include "cuda/gemm/ptx/sm90_tma.cuh"
 #include "cuda/gemm/ptx/sm90_warpgroup.cuh"
@@ -78,12 +81,65 @@ struct WgmmaFor<true, 160> : WgmmaE4m3M64N160K32 {};
 template <>
 struct WgmmaFor<true, 192> : WgmmaE4m3M64N192K32 {};
 
-template <bool kFp8, int BLOCK_M_, int BLOCK_N_, int kNumStages_>
+// FP8 promotion of one K block: acc += part * scale, where the fragment's 8-column chunks j <
+// kFormer take the scales of the tile's first 128-column weight block and the rest those of the
+// second, for row lo (d[4j], d[4j+1]) and row hi (d[4j+2], d[4j+3]).
+template <int kFormer, int kNumAccum>
+__device__ __forceinline__ void promote_fp8_split(float (&acc)[kNumAccum],
+                                                  const float (&part)[kNumAccum], float s0_lo,
+                                                  float s0_hi, float s1_lo, float s1_hi) {
+#pragma unroll
+  for (int j = 0; j < kNumAccum / 4; ++j) {
+    const float s_lo = j < kFormer ? s0_lo : s1_lo, s_hi = j < kFormer ? s0_hi : s1_hi;
+    acc[4 * j + 0] = fmaf(part[4 * j + 0], s_lo, acc[4 * j + 0]);
+    acc[4 * j + 1] = fmaf(part[4 * j + 1], s_lo, acc[4 * j + 1]);
+    acc[4 * j + 2] = fmaf(part[4 * j + 2], s_hi, acc[4 * j + 2]);
+    acc[4 * j + 3] = fmaf(part[4 * j + 3], s_hi, acc[4 * j + 3]);
+  }
+}
+
+// Picks the split for the tile's first column modulo 128 (`n_offset`, a multiple of
+// gcd(BLOCK_N, 128)): one compiled promotion per possible offset, chosen by a warp-uniform branch,
+// so that no chunk selects its scale at run time (a select per chunk per K block doubled the
+// promotion's instructions).
+template <int BLOCK_N, int kNumAccum, int... kOffsetIndex>
+__device__ __forceinline__ void promote_fp8_dispatch(float (&acc)[kNumAccum],
+                                                     const float (&part)[kNumAccum], int n_offset,
+                                                     float s0_lo, float s0_hi, float s1_lo,
+                                                     float s1_hi,
+                                                     std::integer_sequence<int, kOffsetIndex...>) {
+  constexpr int kStep = gcd(BLOCK_N, 128);
+  // Chunks before the boundary: (128 - offset) / 8, all of the tile's when it ends before it.
+  (void)((n_offset == kOffsetIndex * kStep
+              ? (promote_fp8_split<std::min((128 - kOffsetIndex * kStep) / 8, BLOCK_N / 8)>(
+                     acc, part, s0_lo, s0_hi, s1_lo, s1_hi),
+                 true)
+              : false) ||
+         ...);
+}
+
+template <int BLOCK_N, int kNumAccum>
+__device__ __forceinline__ void promote_fp8(float (&acc)[kNumAccum],
+                                            const float (&part)[kNumAccum], int n_offset,
+                                            float s0_lo, float s0_hi, float s1_lo, float s1_hi) {
+  if constexpr (128 % BLOCK_N == 0) {  // a tile never straddles a 128-column block
+    promote_fp8_split<BLOCK_N / 8>(acc, part, s0_lo, s0_hi, s1_lo, s1_hi);
+  } else {
+    promote_fp8_dispatch<BLOCK_N>(acc, part, n_offset, s0_lo, s0_hi, s1_lo, s1_hi,
+                                  std::make_integer_sequence<int, 128 / gcd(BLOCK_N, 128)>{});
+  }
+}
+
+template <bool kFp8, int BLOCK_M_, int BLOCK_N_, int kNumStages_, int kClusterM_>
 struct GroupedGemmTraits {
   static constexpr bool kIsFp8 = kFp8;
   static constexpr int BLOCK_M = BLOCK_M_;
   static constexpr int BLOCK_N = BLOCK_N_;
   static constexpr int kNumStages = kNumStages_;
+  // CTAs per cluster along M: with 2, neighbouring row blocks share the B tile (each CTA loads
+  // BLOCK_N / 2 of its rows and multicasts them).
+  static constexpr int kClusterM = kClusterM_;
+  static constexpr int kBRowsPerCta = BLOCK_N / kClusterM;
   static constexpr int kElemBytes = kFp8 ? 1 : 2;
   // One 128-byte swizzle row of K per stage: 64 bf16 or 128 e4m3 (= the FP8 scale group).
   static constexpr int BLOCK_K = 128 / kElemBytes;
@@ -97,24 +153,27 @@ struct GroupedGemmTraits {
   static constexpr int kSmemBBytes = BLOCK_N * 128;
   // FP8: the stage's activation scales (one per row).
   static constexpr int kSmemAScaleBytes = kFp8 ? BLOCK_M * 4 : 0;
-  // The stage's StageInfo (its tile and, FP8, its weight scales).
-  static constexpr int kSmemInfoBytes = 32;
-  static constexpr int kStageTxBytes = kSmemABytes + kSmemBBytes + kSmemAScaleBytes;
+  // FP8: the stage's weight scales, two TMA boxes of 16 bytes, each 128-byte aligned as the copy
+  // engine requires of a destination.
+  static constexpr int kSmemBScaleBytes = kFp8 ? 256 : 0;
+  // The stage's StageInfo (its tile).
+  static constexpr int kSmemInfoBytes = 16;
+  // TMA bytes per stage: A, B, and for FP8 the A scales and two 16-byte boxes of weight scales.
+  static constexpr int kStageTxBytes = kSmemABytes + kSmemBBytes + kSmemAScaleBytes + (kFp8 ? 32 : 0);
   // Epilogue buffer per math warpgroup: the tile's 64-column atoms, or half of them when the
   // whole tile would cost a pipeline stage (BF16 N 256).
   static constexpr int kAtoms = (BLOCK_N + kAtomCols - 1) / kAtomCols;
   static constexpr int kStagesBytes =
-      kNumStages * (kSmemABytes + kSmemBBytes + kSmemAScaleBytes + kSmemInfoBytes);
+      kNumStages *
+      (kSmemABytes + kSmemBBytes + kSmemAScaleBytes + kSmemBScaleBytes + kSmemInfoBytes);
   static constexpr int kBarrierBytes = kNumStages * 2 * 8 + 16;  // + the used-row-block count
   static constexpr bool kFullBuffer =
       kStagesBytes + kNumMathWarpgroups * kAtoms * kAtomBytes + kBarrierBytes <= kMaxSmemBytes;
   static constexpr int kBufferAtoms = kFullBuffer ? kAtoms : (kAtoms + 1) / 2;
   static constexpr int kSmemCBytes = kNumMathWarpgroups * kBufferAtoms * kAtomBytes;
   static constexpr int kSmemBytes = kStagesBytes + kSmemCBytes + kBarrierBytes;
-  // FP8 weight scales: the tile's columns from the first 128-column block boundary on take the
-  // second scale; BLOCK_N dividing 128 never straddles one.
-  static constexpr bool kOneWeightScale = !kFp8 || 128 % BLOCK_N == 0;
-  // setmaxnreg (two math warpgroups only: one math warpgroup has 255 registers anyway).
+  // setmaxnreg (two math warpgroups only: one math warpgroup has 255 registers anyway): the math
+  // warps hold N / 2 (BF16) or N (FP8: promoted sums + partial) accumulators and ~40 more.
   static constexpr int kProducerRegs = 40;
   static constexpr int kMathRegs = 232;
 
@@ -128,6 +187,8 @@ struct GroupedGemmTraits {
   static_assert(!kFp8 || BLOCK_N <= 128 + gcd(BLOCK_N, 128),
                 "FP8: a tile must not cover more than two 128-column weight-scale blocks");
   static_assert(kNumStages >= 2 && kNumStages <= 12, "2..12 pipeline stages");
+  static_assert(kClusterM == 1 || (kClusterM == 2 && kBRowsPerCta * 128 % 1024 == 0),
+                "clusters of 2 along M, each B half on a swizzle atom");
   static_assert(kSmemBytes <= kMaxSmemBytes, "stages + epilogue exceed 227 KiB of shared memory");
   static_assert(kNumMathWarpgroups == 1 || kProducerRegs + 2 * kMathRegs <= 3 * 168,
                 "setmaxnreg: the registers moved must fit the 384-thread budget");
@@ -135,7 +196,8 @@ struct GroupedGemmTraits {
 
 template <GemmVariant kVariant>
 using TraitsOf = GroupedGemmTraits<variant_shape(kVariant).fp8, variant_shape(kVariant).block_m,
-                                   variant_shape(kVariant).block_n, variant_shape(kVariant).stages>;
+                                   variant_shape(kVariant).block_n, variant_shape(kVariant).stages,
+                                   variant_shape(kVariant).cluster_m>;
 
 // Contiguous layout: one past the last row block whose first row is a local expert (all threads
 // of the CTA call it; `slot` is a shared int set to 0 before a barrier).
@@ -168,31 +230,38 @@ struct RingPosition {
 // What the producer tells the math warps with each stage, beside its operands: the tile it
 // belongs to (read at a tile's first stage: the math warps never walk the scheduler themselves,
 // which keeps its state and divisions off their registers) and, FP8, the stage's weight scales of
-// the tile's first and last 128-column blocks. `expert` < 0: no tiles are left.
+// the tile's first and last 128-column blocks, which come by TMA with the stage into their own
+// slot (16-byte boxes of 4 scales from the stage's K block on; element 0 is the one used): the
+// producer thread loading them itself waited an L2 round trip per stage. `expert`: kNoTilesLeft after the last tile,
+// Tile::kDummy for a cluster peer's stages that carry nothing.
+inline constexpr int kNoTilesLeft = -1;  // StageInfo::expert after the last tile
+
 struct alignas(16) StageInfo {
   int expert;
   int n_block;
   int a_row;
   int valid_rows;  // masked: rows of the tile below masked_m; contiguous: BLOCK_M
-  float b_scale[2];
-  int unused[2];
 };
 
-// The shared-memory carve-up: [A stages][B stages][C buffers][A scale stages][stage infos]
-// [full barriers][empty barriers][used row blocks], as offsets from the 1024-aligned base.
+// The shared-memory carve-up: [A stages][B stages][C buffers][A scale stages][B scale stages]
+// [stage infos][full barriers][empty barriers][used row blocks], as offsets from the 1024-aligned
+// base.
 template <class Traits>
 struct SmemLayout {
   static constexpr int kA = 0;
   static constexpr int kB = kA + Traits::kNumStages * Traits::kSmemABytes;
   static constexpr int kC = kB + Traits::kNumStages * Traits::kSmemBBytes;
   static constexpr int kAScale = kC + Traits::kSmemCBytes;
-  static constexpr int kInfo = kAScale + Traits::kNumStages * Traits::kSmemAScaleBytes;
+  static constexpr int kBScale = kAScale + Traits::kNumStages * Traits::kSmemAScaleBytes;
+  static constexpr int kInfo = kBScale + Traits::kNumStages * Traits::kSmemBScaleBytes;
   static constexpr int kFull = kInfo + Traits::kNumStages * Traits::kSmemInfoBytes;
   static constexpr int kEmpty = kFull + Traits::kNumStages * 8;
   static constexpr int kUsedRowBlocks = kEmpty + Traits::kNumStages * 8;
   static_assert(sizeof(StageInfo) == Traits::kSmemInfoBytes, "one StageInfo per stage");
   static_assert(kC % 1024 == 0, "the epilogue's swizzled atoms are 1024-byte aligned");
-  static_assert(kAScale % 16 == 0 && kInfo % 16 == 0, "TMA destinations and infos aligned");
+  static_assert(kAScale % 128 == 0 && kBScale % 128 == 0 && Traits::kSmemAScaleBytes % 128 == 0,
+                "TMA destinations 128-byte aligned");
+  static_assert(kInfo % 16 == 0, "stage infos 16-byte aligned");
   static_assert(kUsedRowBlocks + 4 <= Traits::kSmemBytes, "the carve-up fits the allocation");
 };
 
@@ -204,15 +273,29 @@ __device__ __forceinline__ void produce(const GroupedGemmMaps& maps, const Group
                                         int used_row_blocks, std::uint32_t smem) {
   constexpr int BLOCK_M = Traits::BLOCK_M, BLOCK_N = Traits::BLOCK_N, BLOCK_K = Traits::BLOCK_K;
   using L = SmemLayout<Traits>;
-  Scheduler<BLOCK_M> scheduler(used_row_blocks);
+  Scheduler<BLOCK_M, Traits::kClusterM> scheduler(used_row_blocks);
   RingPosition ring;
   Tile tile;
   while (scheduler.next(p, tile)) {
+    if (tile.expert == Tile::kDummy) {
+      // Cluster peer of a tile: hand the math warps k_blocks empty stages (nothing to load).
+#pragma unroll 1
+      for (int kb = 0; kb < p.k_blocks; ++kb) {
+        mbarrier_wait(smem + L::kEmpty + ring.stage * 8, ring.phase ^ 1);
+        asm volatile("st.shared.s32 [%0], %1;" ::"r"(smem + L::kInfo +
+                                                      ring.stage * Traits::kSmemInfoBytes),
+                     "r"(Tile::kDummy)
+                     : "memory");
+        mbarrier_arrive_expect_tx(smem + L::kFull + ring.stage * 8, 0);
+        ring.advance<Traits::kNumStages>();
+      }
+      continue;
+    }
     const int n0 = tile.n_block * BLOCK_N;
     const int a_group = tile.a_group(p);
     const int valid_rows = p.masked_m != nullptr ? tile.masked_valid_rows(p, BLOCK_M) : BLOCK_M;
-    // FP8: offsets of the weight-scale rows of the tile's first and last 128-column blocks (32-bit:
-    // the host checks E * N/128 * K/128 < 2^31).
+    // FP8: element offsets of the weight-scale rows of the tile's first and last 128-column blocks
+    // in b_scale (32-bit: the host checks E * N/128 * K/128 < 2^31).
     int b_scale0 = 0, b_scale1 = 0;
     if constexpr (Traits::kIsFp8) {
       const int blocks_n = p.n / 128;
@@ -220,93 +303,71 @@ __device__ __forceinline__ void produce(const GroupedGemmMaps& maps, const Group
       b_scale0 = (tile.expert * blocks_n + first) * p.k_blocks;
       b_scale1 = (tile.expert * blocks_n + last) * p.k_blocks;
     }
+    // NOTE: not unrolled: the producer has 40 registers, and an unrolled loop spilled them.
+#pragma unroll 1
     for (int kb = 0; kb < p.k_blocks; ++kb) {
-      float sb0 = 0.0f, sb1 = 0.0f;
-      if constexpr (Traits::kIsFp8) {  // issued before the wait: its latency hides behind it
-        sb0 = __ldg(p.b_scale + b_scale0 + kb);
-        sb1 = __ldg(p.b_scale + b_scale1 + kb);
-      }
       mbarrier_wait(smem + L::kEmpty + ring.stage * 8, ring.phase ^ 1);
       // Plain stores, published to the math warps by the arrival below (release semantics).
       const std::uint32_t info = smem + L::kInfo + ring.stage * Traits::kSmemInfoBytes;
       asm volatile("st.shared.v4.s32 [%0], {%1, %2, %3, %4};" ::"r"(info), "r"(tile.expert),
                    "r"(tile.n_block), "r"(tile.a_row), "r"(valid_rows)
                    : "memory");
-      if constexpr (Traits::kIsFp8) {
-        asm volatile("st.shared.v2.f32 [%0], {%1, %2};" ::"r"(info + 16), "f"(sb0), "f"(sb1)
-                     : "memory");
-      }
       const std::uint32_t bar = smem + L::kFull + ring.stage * 8;
       mbarrier_arrive_expect_tx(bar, Traits::kStageTxBytes);
       tma_load_3d(smem + L::kA + ring.stage * Traits::kSmemABytes, &maps.a, bar, kb * BLOCK_K,
                   tile.a_row, a_group);
-      tma_load_3d(smem + L::kB + ring.stage * Traits::kSmemBBytes, &maps.b, bar, kb * BLOCK_K, n0,
-                  tile.expert);
+      const std::uint32_t b_dst = smem + L::kB + ring.stage * Traits::kSmemBBytes;
+      if constexpr (Traits::kClusterM > 1) {
+        // B in halves: this CTA's half to both CTAs, or (not shared) both halves to this one.
+        constexpr int kHalf = Traits::kBRowsPerCta;
+        if (tile.multicast) {
+          const int rank = static_cast<int>(cluster_cta_rank());
+          tma_load_3d_multicast(b_dst + rank * kHalf * 128, &maps.b, bar, kb * BLOCK_K,
+                                n0 + rank * kHalf, tile.expert, 0b11);
+        } else {
+          tma_load_3d(b_dst, &maps.b, bar, kb * BLOCK_K, n0, tile.expert);
+          tma_load_3d(b_dst + kHalf * 128, &maps.b, bar, kb * BLOCK_K, n0 + kHalf, tile.expert);
+        }
+      } else {
+        tma_load_3d(b_dst, &maps.b, bar, kb * BLOCK_K, n0, tile.expert);
+      }
       if constexpr (Traits::kIsFp8) {
         tma_load_3d(smem + L::kAScale + ring.stage * Traits::kSmemAScaleBytes, &maps.a_scale, bar,
                     tile.a_row, kb, a_group);
+        const std::uint32_t b_scale = smem + L::kBScale + ring.stage * Traits::kSmemBScaleBytes;
+        tma_load_1d(b_scale, &maps.b_scale, bar, b_scale0 + kb);
+        tma_load_1d(b_scale + 128, &maps.b_scale, bar, b_scale1 + kb);
       }
       ring.advance<Traits::kNumStages>();
     }
   }
   mbarrier_wait(smem + L::kEmpty + ring.stage * 8, ring.phase ^ 1);
   const std::uint32_t info = smem + L::kInfo + ring.stage * Traits::kSmemInfoBytes;
-  asm volatile("st.shared.s32 [%0], %1;" ::"r"(info), "r"(-1) : "memory");
-  mbarrier_arrive(smem + L::kFull + ring.stage * 8);
+  asm volatile("st.shared.s32 [%0], %1;" ::"r"(info), "r"(kNoTilesLeft) : "memory");
+  mbarrier_arrive_expect_tx(smem + L::kFull + ring.stage * 8, 0);
 }
 
+// The math warpgroups: per tile, the main loop over the stages the producer fills, then the
+// epilogue.
 template <class Traits>
-__global__ void __launch_bounds__(Traits::kNumThreads, 1)
-    grouped_gemm_kernel(const __grid_constant__ GroupedGemmMaps maps,
-                        const __grid_constant__ GroupedGemmParams p) {
+__device__ __forceinline__ void consume(const GroupedGemmMaps& maps, const GroupedGemmParams& p,
+                                        std::uint8_t* smem) {
   constexpr int BLOCK_M = Traits::BLOCK_M, BLOCK_N = Traits::BLOCK_N;
   constexpr int kNumStages = Traits::kNumStages, kNumAccum = Traits::kNumAccum;
   constexpr bool kFp8 = Traits::kIsFp8;
   using Wgmma = typename Traits::Wgmma;
-
-  // NOTE: no static shared memory, so the dynamic buffer starts at the (1024-aligned) window base.
-  extern __shared__ __align__(1024) std::uint8_t smem[];
   using L = SmemLayout<Traits>;
   std::uint8_t* smem_a = smem + L::kA;
   std::uint8_t* smem_b = smem + L::kB;
   std::uint8_t* smem_c = smem + L::kC;
   auto* smem_a_scale = reinterpret_cast<const float*>(smem + L::kAScale);
+  auto* smem_b_scale = reinterpret_cast<const float*>(smem + L::kBScale);
   auto* stage_info = reinterpret_cast<const StageInfo*>(smem + L::kInfo);
   auto* full = reinterpret_cast<std::uint64_t*>(smem + L::kFull);
   auto* empty = reinterpret_cast<std::uint64_t*>(smem + L::kEmpty);
-  int& used_row_blocks = *reinterpret_cast<int*>(smem + L::kUsedRowBlocks);
-
-  // NOTE: broadcast from lane 0 so that ptxas knows the warpgroup index, and everything derived
-  // from it (the wgmma descriptors), is warp-uniform.
   const int warpgroup = __shfl_sync(0xffffffffu, static_cast<int>(threadIdx.x) / 128, 0);
   const int thread = static_cast<int>(threadIdx.x);
-  if (thread == Traits::kNumMathThreads) {
-    if (smem_addr(smem) % 1024 != 0) __trap();  // the swizzle atoms need it
-    tma_prefetch_descriptor(&maps.a);
-    tma_prefetch_descriptor(&maps.b);
-    if constexpr (kFp8) tma_prefetch_descriptor(&maps.a_scale);
-    for (int s = 0; s < kNumStages; ++s) {
-      mbarrier_init(&full[s], 1);  // the producer's arrive.expect_tx (+ the TMA bytes)
-      mbarrier_init(&empty[s], Traits::kNumMathThreads / 32);  // one arrival per math warp
-    }
-    mbarrier_init_fence();
-  }
-  if (thread == 0) used_row_blocks = 0;
-  __syncthreads();
-  if (p.masked_m == nullptr) {
-    find_used_row_blocks<BLOCK_M>(p, &used_row_blocks);
-    __syncthreads();
-  }
-  if (warpgroup == Traits::kNumMathWarpgroups) {
-    // ---- Producer: one thread walks the tiles and fills the stages. ----
-    if constexpr (Traits::kNumMathWarpgroups > 1) warpgroup_reg_dealloc<Traits::kProducerRegs>();
-    if (thread == Traits::kNumMathThreads) {
-      produce<Traits>(maps, p, used_row_blocks, smem_addr(smem));
-    }
-    return;
-  }
 
-  // ---- Math warpgroups. ----
   if constexpr (Traits::kNumMathWarpgroups > 1) warpgroup_reg_alloc<Traits::kMathRegs>();
   const int t = thread % 128, warp = t / 32, lane = t % 32;
   // This thread's two accumulator rows (tile-local) and the warpgroup's first row.
@@ -340,9 +401,18 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     wgmma_commit();
     fence_operands(dst);
   };
-  // The stage's operands are consumed (its wgmmas completed): hand it back to the producer.
+  // The stage's operands are consumed (its wgmmas completed) and so are its infos and scales:
+  // hand it back to the producer(s). Every lane arrives (one instruction per warp): each lane's own
+  // reads of the stage are then ordered before the producer's next write to it.
   auto release = [&](int done_stage) {
-    if (lane == 0) mbarrier_arrive(&empty[done_stage]);
+    if constexpr (Traits::kClusterM > 1) {
+#pragma unroll
+      for (int r = 0; r < Traits::kClusterM; ++r) {
+        mbarrier_arrive_cluster(smem_addr(&empty[done_stage]), static_cast<std::uint32_t>(r));
+      }
+    } else {
+      mbarrier_arrive(&empty[done_stage]);
+    }
   };
 
   for (;;) {
@@ -350,41 +420,39 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     // returns at once.
     mbarrier_wait(&full[ring.stage], ring.phase);
     const StageInfo& info = stage_info[ring.stage];
-    if (info.expert < 0) break;  // no tiles left
+    if (info.expert == kNoTilesLeft) break;
+    if (info.expert == Tile::kDummy) {  // the peer's tile: its stages carry nothing here
+      for (int kb = 0; kb < p.k_blocks; ++kb) {
+        mbarrier_wait(&full[ring.stage], ring.phase);
+        release(ring.stage);
+        ring.advance<kNumStages>();
+      }
+      continue;
+    }
     tile.expert = info.expert;
     tile.n_block = info.n_block;
     tile.a_row = info.a_row;
     const int valid_rows = info.valid_rows;
     if constexpr (kFp8) {
-      // The tile's columns before the first 128-column boundary take weight scale 0, the rest 1
-      // (in 8-column chunks j: j < former take 0).
-      const int former =
-          Traits::kOneWeightScale ? BLOCK_N / 8 : (128 - (tile.n_block * BLOCK_N) % 128) / 8;
+      // The tile's 8-column chunks before the first 128-column boundary take weight scale 0, the
+      // rest scale 1: which chunk that is depends on the tile's first column modulo 128.
+      const int n_offset = (tile.n_block * BLOCK_N) % 128;
 #pragma unroll
       for (int i = 0; i < kNumAccum; ++i) acc[i] = 0.0f;
       for (int kb = 0; kb < p.k_blocks; ++kb) {
         mbarrier_wait(&full[ring.stage], ring.phase);
         const float* a_scale = smem_a_scale + ring.stage * BLOCK_M;
         const float sa_lo = a_scale[row_lo], sa_hi = a_scale[row_hi];
-        const float sb0 = stage_info[ring.stage].b_scale[0];
-        const float sb1 = stage_info[ring.stage].b_scale[1];
+        const float* b_scale = smem_b_scale + ring.stage * (Traits::kSmemBScaleBytes / 4);
+        const float sb0 = b_scale[0], sb1 = b_scale[32];
         issue(part, false);
         wgmma_wait<0>();
         fence_operands(part);
         release(ring.stage);
         ring.advance<kNumStages>();
         // Promotion, as the oracle: acc += partial * (act_scale * weight_scale).
-        const float s0_lo = __fmul_rn(sa_lo, sb0), s0_hi = __fmul_rn(sa_hi, sb0);
-        const float s1_lo = __fmul_rn(sa_lo, sb1), s1_hi = __fmul_rn(sa_hi, sb1);
-#pragma unroll
-        for (int j = 0; j < kNumAccum / 4; ++j) {
-          const bool first = Traits::kOneWeightScale || j < former;
-          const float s_lo = first ? s0_lo : s1_lo, s_hi = first ? s0_hi : s1_hi;
-          acc[4 * j + 0] = fmaf(part[4 * j + 0], s_lo, acc[4 * j + 0]);
-          acc[4 * j + 1] = fmaf(part[4 * j + 1], s_lo, acc[4 * j + 1]);
-          acc[4 * j + 2] = fmaf(part[4 * j + 2], s_hi, acc[4 * j + 2]);
-          acc[4 * j + 3] = fmaf(part[4 * j + 3], s_hi, acc[4 * j + 3]);
-        }
+        promote_fp8<BLOCK_N>(acc, part, n_offset, __fmul_rn(sa_lo, sb0), __fmul_rn(sa_hi, sb0),
+                             __fmul_rn(sa_lo, sb1), __fmul_rn(sa_hi, sb1));
       }
     } else {
       // Keep one wgmma group in flight; the previous K block's stage is then free.
@@ -428,25 +496,105 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   if (t == 0) tma_store_wait_all();
 }
 
-// Host side of one kernel variant: a persistent grid (one CTA per SM), shared memory raised to
-// what the variant needs (once per device; not a stream operation, so later launches may be
-// captured in a CUDA graph). A CTA without tiles exits at once.
+template <class Traits>
+__global__ void __launch_bounds__(Traits::kNumThreads, 1)
+    grouped_gemm_kernel(const __grid_constant__ GroupedGemmMaps maps,
+                        const __grid_constant__ GroupedGemmParams p) {
+  constexpr int BLOCK_M = Traits::BLOCK_M, kNumStages = Traits::kNumStages;
+
+  // NOTE: no static shared memory, so the dynamic buffer starts at the (1024-aligned) window base.
+  extern __shared__ __align__(1024) std::uint8_t smem[];
+  using L = SmemLayout<Traits>;
+  auto* full = reinterpret_cast<std::uint64_t*>(smem + L::kFull);
+  auto* empty = reinterpret_cast<std::uint64_t*>(smem + L::kEmpty);
+  int& used_row_blocks = *reinterpret_cast<int*>(smem + L::kUsedRowBlocks);
+
+  // NOTE: broadcast from lane 0 so that ptxas knows the warpgroup index, and everything derived
+  // from it (the wgmma descriptors), is warp-uniform.
+  const int warpgroup = __shfl_sync(0xffffffffu, static_cast<int>(threadIdx.x) / 128, 0);
+  const int thread = static_cast<int>(threadIdx.x);
+  if (thread == Traits::kNumMathThreads) {
+    if (smem_addr(smem) % 1024 != 0) __trap();  // the swizzle atoms need it
+    tma_prefetch_descriptor(&maps.a);
+    tma_prefetch_descriptor(&maps.b);
+    if constexpr (Traits::kIsFp8) {
+      tma_prefetch_descriptor(&maps.a_scale);
+      tma_prefetch_descriptor(&maps.b_scale);
+    }
+    for (int s = 0; s < kNumStages; ++s) {
+      mbarrier_init(&full[s], 1);  // the producer's arrive.expect_tx (+ the TMA bytes)
+      // One arrival per math thread of every CTA of the cluster (a shared B tile is written into
+      // all of them).
+      mbarrier_init(&empty[s], Traits::kNumMathThreads * Traits::kClusterM);
+    }
+    mbarrier_init_fence();
+  }
+  if (thread == 0) used_row_blocks = 0;
+  __syncthreads();
+  if (p.masked_m == nullptr) {
+    find_used_row_blocks<BLOCK_M>(p, &used_row_blocks);
+    __syncthreads();
+  }
+  // The peer's barriers are initialized before anyone multicasts into them or arrives on them.
+  if constexpr (Traits::kClusterM > 1) cluster_sync();
+  if (warpgroup == Traits::kNumMathWarpgroups) {
+    // ---- Producer: one thread walks the tiles and fills the stages. ----
+    if constexpr (Traits::kNumMathWarpgroups > 1) warpgroup_reg_dealloc<Traits::kProducerRegs>();
+    if (thread == Traits::kNumMathThreads) {
+      produce<Traits>(maps, p, used_row_blocks, smem_addr(smem));
+    }
+  } else {
+    consume<Traits>(maps, p, smem);
+  }
+  // No CTA leaves while its peer may still multicast into it or arrive on its barriers (every
+  // thread; the producer's lane rejoins its warp first: the barrier is .aligned).
+  if constexpr (Traits::kClusterM > 1) {
+    __syncwarp();
+    cluster_sync();
+  }
+}
+
+// Host side of one kernel variant: a persistent grid (one CTA per SM; with clusters, as many
+// clusters as can be resident at once), shared memory raised to what the variant needs (once per
+// device: not stream operations, so later launches may be captured in a CUDA graph). A CTA
+// without tiles exits at once.
 template <class Traits>
 void launch_grouped_gemm(const GroupedGemmMaps& maps, const GroupedGemmParams& p, int num_sms,
                          cudaStream_t stream) {
   auto* kernel = &grouped_gemm_kernel<Traits>;
-  static std::atomic<bool> attribute_set[64] = {};
+  constexpr int kClusterM = Traits::kClusterM;
+  static std::atomic<int> grid_of_device[64] = {};
   int device = 0;
   MOERUN_CUDA_CHECK(cudaGetDevice(&device));
-  std::atomic<bool>& set = attribute_set[device % 64];
-  if (!set.load(std::memory_order_acquire)) {
+  std::atomic<int>& cached_grid = grid_of_device[device % 64];
+  cudaLaunchConfig_t config{};
+  cudaLaunchAttribute cluster{};
+  cluster.id = cudaLaunchAttributeClusterDimension;
+  cluster.val.clusterDim.x = kClusterM;
+  cluster.val.clusterDim.y = 1;
+  cluster.val.clusterDim.z = 1;
+  config.blockDim = dim3(Traits::kNumThreads);
+  config.dynamicSmemBytes = Traits::kSmemBytes;
+  config.stream = stream;
+  config.attrs = &cluster;
+  config.numAttrs = kClusterM > 1 ? 1 : 0;
+  int grid = cached_grid.load(std::memory_order_acquire);
+  if (grid == 0) {
     MOERUN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                            Traits::kSmemBytes));
-    set.store(true, std::memory_order_release);
+    grid = num_sms / kClusterM * kClusterM;
+    if constexpr (kClusterM > 1) {
+      // NOTE: clusters are placed within a GPC, so fewer than SMs / 2 may fit at once; a
+      // persistent grid larger than that would run its last clusters in a second wave.
+      config.gridDim = dim3(static_cast<unsigned>(grid));
+      int clusters = 0;
+      MOERUN_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&clusters, kernel, &config));
+      if (clusters > 0) grid = std::min(grid, clusters * kClusterM);
+    }
+    cached_grid.store(grid, std::memory_order_release);
   }
-  kernel<<<static_cast<unsigned>(num_sms), Traits::kNumThreads, Traits::kSmemBytes, stream>>>(maps,
-                                                                                              p);
-  MOERUN_CUDA_CHECK_LAUNCH();
+  config.gridDim = dim3(static_cast<unsigned>(grid));
+  MOERUN_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, maps, p));
 }
 
 }  // namespace moerun::cuda::sm90

@@ -15,6 +15,8 @@ void launch_bf16(GemmVariant variant, const GroupedGemmMaps& maps, const Grouped
       return launch_grouped_gemm<TraitsOf<GemmVariant::kBf16M128N128>>(maps, p, num_sms, stream);
     case GemmVariant::kBf16M64N256:
       return launch_grouped_gemm<TraitsOf<GemmVariant::kBf16M64N256>>(maps, p, num_sms, stream);
+    case GemmVariant::kBf16M128N256C2:
+      return launch_grouped_gemm<TraitsOf<GemmVariant::kBf16M128N256C2>>(maps, p, num_sms, stream);
     default:
       throw Error("grouped GEMM: not a BF16 variant");
   }

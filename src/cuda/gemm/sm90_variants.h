@@ -18,8 +18,13 @@ enum class GemmVariant {
   kFp8M128N112,   // FP8, two math warpgroups, 6 stages (wave fill at N = 7168: 64 N blocks)
   kFp8M128N160,   // FP8, two math warpgroups, 5 stages (wave fill at N = 7168: 45 N blocks)
   kFp8M64N128,    // FP8, one math warpgroup, 8 stages (decode)
+  // Clusters of 2 CTAs on neighbouring row blocks of one N block: each loads half of the B tile
+  // and multicasts it to both (L2 -> SM traffic is what limits the 128-row tiles; ncu, H200).
+  kBf16M128N256C2,
+  kFp8M128N128C2,
+  kFp8M128N192C2,
 };
-inline constexpr int kNumGemmVariants = 8;
+inline constexpr int kNumGemmVariants = 11;
 
 struct VariantShape {
   bool fp8;
@@ -27,15 +32,17 @@ struct VariantShape {
   int block_n;
   int block_k;  // 128 bytes of K: 64 bf16 / 128 e4m3
   int stages;
+  int cluster_m = 1;  // CTAs per cluster along M (sharing B by TMA multicast)
 };
 
 // The one table of tile shapes: the kernels' template arguments and the host's tensor map boxes
 // both come from it. Stages: as many as fit beside the epilogue buffer in 227 KiB (the kernel's
 // static_assert checks it).
 inline constexpr VariantShape kVariantShapes[] = {
-    {false, 128, 256, 64, 4}, {false, 128, 128, 64, 6}, {false, 64, 256, 64, 5},
-    {true, 128, 128, 128, 5}, {true, 128, 192, 128, 4}, {true, 128, 112, 128, 6},
-    {true, 128, 160, 128, 5}, {true, 64, 128, 128, 8},
+    {false, 128, 256, 64, 4},    {false, 128, 128, 64, 6},    {false, 64, 256, 64, 5},
+    {true, 128, 128, 128, 5},    {true, 128, 192, 128, 4},    {true, 128, 112, 128, 6},
+    {true, 128, 160, 128, 5},    {true, 64, 128, 128, 8},     {false, 128, 256, 64, 4, 2},
+    {true, 128, 128, 128, 5, 2}, {true, 128, 192, 128, 4, 2},
 };
 
 static_assert(sizeof(kVariantShapes) / sizeof(kVariantShapes[0]) == kNumGemmVariants);

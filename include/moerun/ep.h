@@ -80,6 +80,10 @@ struct EpOptions {
   // Single-batch overlap (all-to-all, masked): the combine's sends start, on a second stream, for
   // the down GEMM's finished row blocks. The result is bitwise the same without it.
   bool overlap = false;
+  // Overlap: the sending kernel leaves a row block to a pass after the down GEMM once the block's
+  // progress count has not moved for this long (the GEMM's tiles for it may wait for SMs the
+  // sending kernel holds). Any value gives the same bits; 0 sends everything after the GEMM.
+  double overlap_patience_s = 5e-4;
   // Standard: rank r keeps only tokens [r * T / R, (r + 1) * T / R) of the output.
   bool shard_output = false;
   // One expert map per local rank ([E] i32: global id -> local id, or -1); empty = rank r owns

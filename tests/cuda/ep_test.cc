@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <iostream>
 #include <memory>
 #include <string>
 #include <vector>
@@ -15,6 +16,8 @@
 #include "core/tolerances.h"
 #include "cpu/ep_layer.h"
 #include "cpu/layer_fixture.h"
+#include "cuda/ep/ep_layer.h"
+#include "cuda/ep/group.h"
 #include "cuda/ep/sync.h"
 #include "cuda/ep/virtual_transport.h"
 #include "cuda/layer.h"
@@ -361,6 +364,35 @@ TEST(CudaEpGraph, CapturedForwardReplaysWithNewRouting) {
   cudaGraphExecDestroy(exec);
   cudaGraphDestroy(graph);
   cudaStreamDestroy(stream);
+}
+
+// With no patience the overlap kernel leaves every block not yet final to the finishing pass:
+// still every row once, the same bits as without overlap.
+TEST(CudaEpOverlap, FinishingPassSendsWhatTheOverlapLeft) {
+  MOERUN_REQUIRE_GPU();
+  const EpCase c{"deepseek-v3", 4, EpBackend::kAllToAll, Layout::kMasked, false};
+  Problem p(c, {30, 7, 0, 19}, fresh_seed());
+  const EpGroup group = EpGroup::virtual_ranks(c.ranks);
+  std::vector<HostTensor> want;
+  for (const double patience : {-1.0, 0.0, 1.0}) {  // -1: no overlap
+    EpOptions o = options_for(c, p, 32, patience >= 0);
+    if (patience >= 0) o.overlap_patience_s = patience;
+    cuda::ep::EpLayerBackend layer(group.impl()->transport, p.config, p.rank_views, o);
+    const std::vector<EpRankIO> io = p.io();
+    layer.forward_routed(io, nullptr);
+    MOERUN_CUDA_CHECK(cudaDeviceSynchronize());
+    layer.check();
+    std::cout << "patience " << patience << " s: " << layer.overlap_fallbacks()
+              << " overlap CTAs left blocks to the finishing pass\n";
+    const std::vector<HostTensor> got = p.outputs();
+    for (int r = 0; r < c.ranks; ++r) {
+      if (patience < 0) {
+        want.push_back(got[r].clone());  // the reference: no overlap
+      } else {
+        EXPECT_TRUE(same_bits(got[r], want[r])) << "patience " << patience << " rank " << r;
+      }
+    }
+  }
 }
 
 TEST(CudaEpErrors, ReceiveCapacityExceededIsNamed) {

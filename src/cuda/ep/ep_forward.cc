@@ -124,7 +124,8 @@ void EpLayerBackend::forward_all_to_all(std::span<const EpRankIO> io, cudaStream
     s.threshold = report->threshold;
     // The sends start once everything before the GEMM is done; the GEMM is already enqueued.
     MOERUN_CUDA_CHECK(cudaStreamWaitEvent(overlap_stream_, r.before_down, 0));
-    send_results_overlapped(r.ctx, s, kOverlapPatienceNs, overlap_stream_);
+    send_results_overlapped(r.ctx, s, static_cast<std::uint64_t>(options_.overlap_patience_s * 1e9),
+                            overlap_stream_);
     MOERUN_CUDA_CHECK(cudaEventRecord(r.overlap_done, overlap_stream_));
   }
   mark(2, stream);

@@ -76,6 +76,8 @@ EpLayerBackend::EpLayerBackend(std::shared_ptr<Transport> transport, const MoeCo
   check_arg(t_max > 0, "max_tokens_per_rank", "> 0 (buffers are sized once, at construction)",
             t_max);
   check_arg(options.timeout_s > 0, "timeout_s", "> 0", options.timeout_s);
+  check_arg(options.overlap_patience_s >= 0 && options.overlap_patience_s < options.timeout_s,
+            "overlap_patience_s", ">= 0 and below timeout_s", options.overlap_patience_s);
   check_arg(options.max_recv_rows >= 0, "max_recv_rows", ">= 0 (0 = the worst case)",
             options.max_recv_rows);
   const bool all_to_all = options.backend == EpBackend::kAllToAll;

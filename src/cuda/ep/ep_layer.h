@@ -34,10 +34,6 @@ namespace moerun::cuda::ep {
 inline constexpr int kNumEpPhases = 3;  // dispatch, experts, combine
 using PhaseEvents = std::array<cudaEvent_t, kNumEpPhases + 1>;
 
-// A wait of the overlap kernel on one row block gives up (leaving it to the finishing pass) once
-// the block's counter has not moved for this long.
-inline constexpr unsigned long long kOverlapPatienceNs = 500'000;
-
 class EpLayerBackend {
  public:
   EpLayerBackend(std::shared_ptr<Transport> transport, const MoeConfig& config,

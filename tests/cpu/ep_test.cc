@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -134,6 +135,12 @@ std::string case_name(const ::testing::TestParamInfo<EpCase>& info) {
   return family + "_R" + std::to_string(info.param.ranks) + "_" +
          std::string(layout_name(info.param.layout)) +
          (info.param.round_robin ? "_RoundRobin" : "");
+}
+
+// Short names in test listings (gtest prints a parameter without PrintTo as raw bytes).
+void PrintTo(const EpCase& c, std::ostream* os) {
+  *os << c.family << " R" << c.ranks << " " << layout_name(c.layout)
+      << (c.round_robin ? " round-robin" : "");
 }
 
 class EpLayerVsSingleRank : public ::testing::TestWithParam<EpCase> {};

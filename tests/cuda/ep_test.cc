@@ -9,6 +9,7 @@
 #include <cstring>
 #include <iostream>
 #include <memory>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -62,6 +63,12 @@ std::string case_name(const ::testing::TestParamInfo<EpCase>& info) {
   return c.family.substr(0, c.family.find('-')) + "_R" + std::to_string(c.ranks) + "_" +
          (c.backend == EpBackend::kStandard ? "standard" : "alltoall") + "_" +
          std::string(layout_name(c.layout)) + (c.round_robin ? "_RoundRobin" : "");
+}
+
+// Short names in test listings (gtest prints a parameter without PrintTo as raw bytes).
+void PrintTo(const EpCase& c, std::ostream* os) {
+  *os << c.family << " R" << c.ranks << " " << layout_name(c.layout)
+      << (c.round_robin ? " round-robin" : "");
 }
 
 LayoutChoice choice_of(Layout layout) {

@@ -2,6 +2,7 @@
 
 #include "cpu/layer.h"
 #include "cpu/routing.h"
+#include "cuda/workspace.h"
 #include "moerun/errors.h"
 #ifdef MOERUN_HAS_CUDA
 #include "cuda/layer.h"
@@ -25,6 +26,12 @@ std::string_view backend_name(Backend backend) {
 bool cuda_available() { return false; }
 #endif
 
+std::size_t workspace_bytes(const MoeConfig& config, const LayerOptions& options) {
+  if (options.backend == Backend::kCpu) return 0;
+  config.validate();
+  return cuda::plan_workspace(config, options).bytes;
+}
+
 namespace {
 // On the CPU the masked layout costs E_l x M_max x H whatever the routing; it pays only when
 // experts are nearly full, i.e. for few tokens. Beyond a decode-sized batch, contiguous.
@@ -36,10 +43,26 @@ struct Layer::Impl {
   MoeWeights weights;
   LayerOptions options;
   Backend backend;
-  void* stream = nullptr;  // CUDA: the cudaStream_t forwards are enqueued on
+  CudaStream stream = nullptr;  // convenience API: the stream its forwards are enqueued on
 #ifdef MOERUN_HAS_CUDA
   std::unique_ptr<cuda::LayerBackend> cuda;
 #endif
+
+  // The CPU backend's forward (the oracle); the routing's ids are checked there.
+  void cpu_forward(const HiddenStates& hidden, const TopKRouting& routing, const TensorView& out,
+                   Layout layout) const {
+    check_arg(hidden.data.ndim() == 2, "hidden_states rank", "2 ([T, H])", hidden.data.ndim());
+    const std::int64_t tokens = hidden.data.size(0);
+    const std::int64_t limit = options.max_tokens;
+    check_arg(limit == 0 || tokens <= limit, "hidden_states tokens",
+              "<= max_tokens (" + std::to_string(limit) + ")", tokens);
+    check_arg(out.dtype() == DType::kBF16 || out.dtype() == DType::kF32, "out dtype", "bf16 or f32",
+              dtype_name(out.dtype()));
+    check_tensor(out, "out", out.dtype(), {tokens, config.hidden_size}, DeviceType::kCpu);
+    const bool overlap = options.overlap && layout == Layout::kMasked;
+    cpu::moe_forward(config, weights, hidden, routing.topk_ids, routing.topk_weights, out,
+                     {layout, 128, 0, overlap, routing.ids, routing.expert_map});
+  }
 };
 
 Layer::Layer(const MoeConfig& config, const MoeWeights& weights, const LayerOptions& options)
@@ -64,7 +87,7 @@ Layer::Layer(const MoeConfig& config, const MoeWeights& weights, const LayerOpti
 #endif
   check_arg(backend == Backend::kCpu, "backend", "cpu (this build has no CUDA backend)",
             backend_name(backend));
-  weights.validate(config, config.num_local_experts(), DeviceType::kCpu);
+  weights.validate(config, config.num_local_experts(), Device{});
 }
 
 Layer::~Layer() = default;
@@ -73,6 +96,7 @@ Layer& Layer::operator=(Layer&&) noexcept = default;
 
 const MoeConfig& Layer::config() const { return impl_->config; }
 Backend Layer::backend() const { return impl_->backend; }
+Device Layer::device() const { return impl_->weights.w13.device(); }
 
 Layout Layer::layout_for(std::int64_t tokens) const {
 #ifdef MOERUN_HAS_CUDA
@@ -89,49 +113,72 @@ Layout Layer::layout_for(std::int64_t tokens) const {
   return tokens <= kCpuMaskedMaxTokens ? Layout::kMasked : Layout::kContiguous;
 }
 
-void Layer::set_stream(void* stream) { impl_->stream = stream; }
-
-std::size_t Layer::workspace_bytes() const {
+std::size_t Layer::workspace_bytes_for(std::int64_t tokens) const {
 #ifdef MOERUN_HAS_CUDA
-  if (impl_->cuda) return impl_->cuda->workspace_bytes();
+  if (impl_->cuda) return impl_->cuda->workspace_bytes_for(tokens);
 #endif
+  check_arg(tokens >= 0, "tokens", ">= 0", tokens);
   return 0;
 }
 
-void Layer::forward(const TensorView& hidden, const TensorView& router_logits,
-                    const TensorView& out) {
+void Layer::forward(const HiddenStates& hidden, const TensorView& router_logits,
+                    const TensorView& out, [[maybe_unused]] const ForwardContext& context) const {
 #ifdef MOERUN_HAS_CUDA
   if (impl_->cuda) {
-    impl_->cuda->forward(hidden, router_logits, out, static_cast<cudaStream_t>(impl_->stream));
+    impl_->cuda->forward(hidden, router_logits, out, context.stream, context.workspace);
     return;
   }
 #endif
   const cpu::TopK routing = cpu::route(impl_->config.routing, impl_->config.num_experts,
                                        router_logits, impl_->weights.correction_bias);
-  forward_routed(hidden, routing.ids.view(), routing.weights.view(), out);
+  const std::int64_t tokens = hidden.data.ndim() > 0 ? hidden.data.size(0) : 0;
+  impl_->cpu_forward(hidden, {routing.ids.view(), routing.weights.view(), ExpertIds::kGlobal}, out,
+                     layout_for(tokens));
 }
 
-void Layer::forward_routed(const TensorView& hidden, const TensorView& topk_ids,
-                           const TensorView& topk_weights, const TensorView& out) {
+void Layer::forward_routed(const HiddenStates& hidden, const TopKRouting& routing,
+                           const TensorView& out,
+                           [[maybe_unused]] const ForwardContext& context) const {
 #ifdef MOERUN_HAS_CUDA
   if (impl_->cuda) {
-    impl_->cuda->forward_routed(hidden, topk_ids, topk_weights, out,
-                                static_cast<cudaStream_t>(impl_->stream));
+    impl_->cuda->forward_routed(hidden, routing, out, context.stream, context.workspace);
     return;
   }
 #endif
-  check_arg(hidden.ndim() == 2, "hidden_states rank", "2 ([T, H])", hidden.ndim());
-  const std::int64_t tokens = hidden.size(0);
-  const std::int64_t limit = impl_->options.max_tokens;
-  check_arg(limit == 0 || tokens <= limit, "hidden_states tokens",
-            "<= max_tokens (" + std::to_string(limit) + ")", tokens);
-  check_arg(out.dtype() == DType::kBF16 || out.dtype() == DType::kF32, "out dtype", "bf16 or f32",
-            dtype_name(out.dtype()));
-  check_tensor(out, "out", out.dtype(), {tokens, impl_->config.hidden_size}, DeviceType::kCpu);
-  const Layout layout = layout_for(tokens);
-  const bool overlap = impl_->options.overlap && layout == Layout::kMasked;
-  cpu::moe_forward(impl_->config, impl_->weights, hidden, topk_ids, topk_weights, out,
-                   {layout, 128, 0, overlap});
+  const std::int64_t tokens = hidden.data.ndim() > 0 ? hidden.data.size(0) : 0;
+  impl_->cpu_forward(hidden, routing, out, layout_for(tokens));
+}
+
+void Layer::forward(const HiddenStates& hidden, const TensorView& router_logits,
+                    const TensorView& out) {
+  forward(hidden, router_logits, out, owned_context());
+}
+
+void Layer::forward_routed(const HiddenStates& hidden, const TensorView& topk_ids,
+                           const TensorView& topk_weights, const TensorView& out) {
+  forward_routed(hidden, {topk_ids, topk_weights, ExpertIds::kGlobal}, out, owned_context());
+}
+
+void Layer::set_stream(CudaStream stream) { impl_->stream = stream; }
+
+std::size_t Layer::workspace_bytes() const {
+#ifdef MOERUN_HAS_CUDA
+  if (impl_->cuda) return impl_->cuda->owned_workspace().bytes;
+#endif
+  return 0;
+}
+
+ForwardContext Layer::owned_context() const {
+  ForwardContext context{impl_->stream, {}};
+#ifdef MOERUN_HAS_CUDA
+  if (impl_->cuda) {
+    context.workspace = impl_->cuda->owned_workspace();
+    check_arg(context.workspace.data != nullptr, "workspace",
+              "one the layer owns (LayerOptions::own_workspace) or a ForwardContext with one",
+              "none");
+  }
+#endif
+  return context;
 }
 
 }  // namespace moerun

@@ -16,6 +16,7 @@ inline constexpr double kGemmToleranceFp8 = 4e-3;
 inline constexpr double kLayerBf16 = kLayerToleranceBf16;
 inline constexpr double kLayerFp8 = kLayerToleranceFp8;
 
-// Standard EP against one rank: kStandardEpVsSingleRank (src/core/tolerances.h).
+// Standard EP against one rank (src/core/tolerances.h, shared with `moerun ep-check`).
+using moerun::kStandardEpVsSingleRank;
 
 }  // namespace moerun::test

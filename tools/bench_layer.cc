@@ -236,7 +236,7 @@ CaseResult run_bench_case(const BenchCase& b, cudaStream_t stream) {
   options.max_tokens = t;
   cuda::LayerBackend layer(c, weights.view(), options);
   r.layout = layer.layout_for(t);
-  r.workspace_bytes = layer.workspace_bytes();
+  r.workspace_bytes = layer.owned_workspace().bytes;
 
   // The routing each set draws, for the byte accounting (the layer routes the same way).
   RoutingStats mean;

@@ -182,7 +182,8 @@ class Checker {
     const DeviceBuffer i = DeviceBuffer::upload(in.routing.ids.view());
     const DeviceBuffer w = DeviceBuffer::upload(in.routing.weights.view());
     DeviceBuffer o(DType::kBF16, {tokens, config.hidden_size});
-    layer.forward_routed(h.view(), i.view(), w.view(), o.view(), nullptr);
+    layer.forward_routed(h.view(), TopKRouting{i.view(), w.view()}, o.view(), nullptr,
+                         layer.owned_workspace());
     return o.download();
   }
 

@@ -41,10 +41,22 @@ struct MoeConfig {
   DType weight_dtype = DType::kBF16;   // kBF16 or kFP8E4M3; activations follow it
   int ep_size = 1;
   int ep_rank = 0;
+  // This rank's expert placement (moerun/expert_map.h): [E] entries, global id -> local id or -1,
+  // any placement (E need not be a multiple of ep_size). Empty: contiguous, rank ep_rank owning
+  // [ep_rank * E_l, (ep_rank + 1) * E_l).
+  std::vector<std::int32_t> expert_map;
+  // Multiplies the combined output in fp32 before its one rounding: SGLang's routed_scaling_factor
+  // where its top-k leaves the factor out. Independent of routing.routed_scaling_factor, which
+  // scales the weights moerun's own grouped top-k produces.
+  float output_scale = 1.0f;
 
   int top_k() const { return routing.top_k; }
-  int num_local_experts() const { return num_experts / ep_size; }
-  int first_local_expert() const { return ep_rank * num_local_experts(); }
+  // E_l: the map's local experts, or E / ep_size.
+  int num_local_experts() const;
+  // Contiguous placement only (rejected with an expert_map): the global id of local expert 0.
+  int first_local_expert() const;
+  // The placement as a map either way.
+  std::vector<std::int32_t> local_expert_map() const;
   bool is_fp8() const { return weight_dtype == DType::kFP8E4M3; }
 
   // Rejects inconsistent settings, naming the field and the expected value.

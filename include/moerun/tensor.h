@@ -80,5 +80,8 @@ class TensorView {
 // exactly `shape`, on a device of `device_type`.
 void check_tensor(const TensorView& view, std::string_view name, DType dtype, const Shape& shape,
                   DeviceType device_type);
+// The same, on exactly `device` (type and index).
+void check_tensor(const TensorView& view, std::string_view name, DType dtype, const Shape& shape,
+                  Device device);
 
 }  // namespace moerun

@@ -16,7 +16,7 @@ struct MoeWeights {
 
   // Rejects weights that disagree with `config` (dtype, shapes, device), naming the tensor.
   // `num_experts` is the count the views hold (E_l for one rank, E for all ranks).
-  void validate(const MoeConfig& config, int num_experts, DeviceType device) const;
+  void validate(const MoeConfig& config, int num_experts, Device device) const;
 
   // The experts [first, first + count) of these weights (views into the same memory).
   MoeWeights slice_experts(int first, int count) const;

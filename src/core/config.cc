@@ -1,8 +1,10 @@
 #include "moerun/config.h"
 
+#include <cmath>
 #include <sstream>
 
 #include "moerun/errors.h"
+#include "moerun/expert_map.h"
 
 namespace moerun {
 
@@ -28,12 +30,20 @@ void MoeConfig::validate() const {
   check_arg(hidden_size % 8 == 0, "hidden_size", "a multiple of 8", hidden_size);
   check_arg(intermediate_size % 8 == 0, "intermediate_size", "a multiple of 8", intermediate_size);
   check_arg(ep_size >= 1, "ep_size", ">= 1", ep_size);
-  check_arg(num_experts % ep_size == 0, "ep_size",
-            "a divisor of num_experts (" + std::to_string(num_experts) + ")", ep_size);
+  if (expert_map.empty()) {
+    check_arg(num_experts % ep_size == 0, "ep_size",
+              "a divisor of num_experts (" + std::to_string(num_experts) +
+                  "), or an expert_map for other placements",
+              ep_size);
+  } else {
+    validate_expert_map(expert_map, num_experts);
+  }
   check_arg(ep_rank >= 0 && ep_rank < ep_size, "ep_rank",
             "0 <= ep_rank < ep_size (" + std::to_string(ep_size) + ")", ep_rank);
   check_arg(routing.routed_scaling_factor > 0.0f, "routed_scaling_factor", "> 0",
             routing.routed_scaling_factor);
+  check_arg(std::isfinite(output_scale) && output_scale > 0.0f, "output_scale", "finite and > 0",
+            output_scale);
   if (routing.mode == RoutingMode::kGroupedTopK) {
     const int groups = routing.num_groups;
     check_arg(groups >= 1 && num_experts % groups == 0, "num_groups",
@@ -47,6 +57,23 @@ void MoeConfig::validate() const {
     check_arg(routing.top_k <= selectable, "top_k",
               "<= experts in the kept groups (" + std::to_string(selectable) + ")", routing.top_k);
   }
+}
+
+int MoeConfig::num_local_experts() const {
+  if (expert_map.empty()) return num_experts / ep_size;
+  int local = 0;
+  for (std::int32_t id : expert_map) local += id >= 0 ? 1 : 0;
+  return local;
+}
+
+int MoeConfig::first_local_expert() const {
+  check_arg(expert_map.empty(), "expert_map",
+            "none (a first local expert exists for contiguous placement only)", "a map");
+  return ep_rank * num_local_experts();
+}
+
+std::vector<std::int32_t> MoeConfig::local_expert_map() const {
+  return expert_map.empty() ? contiguous_expert_map(num_experts, ep_size, ep_rank) : expert_map;
 }
 
 namespace {
@@ -102,7 +129,8 @@ std::string describe(const MoeConfig& c) {
     out << "softmax top-k" << (c.routing.renormalize ? " renormalized" : "");
   }
   out << ", EP " << c.ep_size << " (rank " << c.ep_rank << ", " << c.num_local_experts()
-      << " local experts)";
+      << " local experts" << (c.expert_map.empty() ? "" : ", expert_map") << ")";
+  if (c.output_scale != 1.0f) out << ", output scale " << c.output_scale;
   return out.str();
 }
 

@@ -53,17 +53,42 @@ bool TensorView::is_contiguous() const {
   return true;
 }
 
+namespace {
+// The checks of both overloads; `index` < 0 accepts any device index. Messages are built only on
+// failure: forwards run these on every call.
+void check_view(const TensorView& view, std::string_view name, DType dtype, const Shape& shape,
+                DeviceType type, int index) {
+  const auto field = [&](std::string_view what) { return std::string(name) + std::string(what); };
+  if (!view.defined()) throw InvalidArgument(name, "a tensor", "none");
+  if (view.dtype() != dtype) {
+    throw InvalidArgument(field(" dtype"), dtype_name(dtype), dtype_name(view.dtype()));
+  }
+  if (view.shape() != shape) {
+    throw InvalidArgument(field(" shape"), shape.to_string(), view.shape_string());
+  }
+  if (!view.is_contiguous()) {
+    throw InvalidArgument(field(" layout"), "contiguous (row-major)", "strided");
+  }
+  if (view.device().type != type || (index >= 0 && view.device().index != index)) {
+    const std::string expected = index >= 0                 ? device_name({type, index})
+                                 : type == DeviceType::kCpu ? "cpu"
+                                                            : "cuda";
+    throw InvalidArgument(field(" device"), expected, device_name(view.device()));
+  }
+  if (view.numel() != 0 && view.data() == nullptr) {
+    throw InvalidArgument(field(" data"), "a non-null pointer", "null");
+  }
+}
+}  // namespace
+
 void check_tensor(const TensorView& view, std::string_view name, DType dtype, const Shape& shape,
                   DeviceType device_type) {
-  const std::string field(name);
-  check_arg(view.defined(), field, "a tensor", "none");
-  check_arg(view.dtype() == dtype, field + " dtype", dtype_name(dtype), dtype_name(view.dtype()));
-  check_arg(view.shape() == shape, field + " shape", shape.to_string(), view.shape_string());
-  check_arg(view.is_contiguous(), field + " layout", "contiguous (row-major)", "strided");
-  check_arg(view.device().type == device_type, field + " device",
-            device_type == DeviceType::kCpu ? "cpu" : "cuda", device_name(view.device()));
-  check_arg(view.numel() == 0 || view.data() != nullptr, field + " data", "a non-null pointer",
-            "null");
+  check_view(view, name, dtype, shape, device_type, -1);
+}
+
+void check_tensor(const TensorView& view, std::string_view name, DType dtype, const Shape& shape,
+                  Device device) {
+  check_view(view, name, dtype, shape, device.type, device.index);
 }
 
 }  // namespace moerun

@@ -6,7 +6,7 @@
 
 namespace moerun {
 
-void MoeWeights::validate(const MoeConfig& config, int num_experts, DeviceType device) const {
+void MoeWeights::validate(const MoeConfig& config, int num_experts, Device device) const {
   const std::int64_t h = config.hidden_size, i = config.intermediate_size;
   check_tensor(w13, "w13", config.weight_dtype, {num_experts, 2 * i, h}, device);
   check_tensor(w2, "w2", config.weight_dtype, {num_experts, h, i}, device);

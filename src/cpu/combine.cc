@@ -9,7 +9,7 @@
 namespace moerun::cpu {
 
 void combine(const TensorView& down, const TensorView& src2dst, const TensorView& topk_weights,
-             const TensorView& out) {
+             const TensorView& out, float output_scale) {
   check_arg(src2dst.ndim() == 2, "src2dst rank", "2 ([T, k])", src2dst.ndim());
   const std::int64_t tokens = src2dst.size(0), k = src2dst.size(1);
   check_tensor(src2dst, "src2dst", DType::kI32, {tokens, k}, DeviceType::kCpu);
@@ -42,6 +42,7 @@ void combine(const TensorView& down, const TensorView& src2dst, const TensorView
         const bf16* values = rows_in + static_cast<std::int64_t>(row) * hidden;
         for (std::int64_t c = 0; c < hidden; ++c) acc[c] += w * bf16_to_float(values[c]);
       }
+      for (float& v : acc) v *= output_scale;  // exact when the scale is 1
       if (out_f32) {
         std::copy(acc.begin(), acc.end(), out.data_as<float>() + t * hidden);
       } else {

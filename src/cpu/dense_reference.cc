@@ -50,7 +50,7 @@ std::vector<double> dense_reference(const MoeConfig& config, const MoeWeights& a
                                     ActivationQuantization activations,
                                     const ProgressFn& progress) {
   config.validate();
-  all_weights.validate(config, config.num_experts, DeviceType::kCpu);
+  all_weights.validate(config, config.num_experts, Device{});
   const std::int64_t tokens = hidden.size(0), h = config.hidden_size,
                      inter = config.intermediate_size;
   const int k = config.top_k();
@@ -120,6 +120,7 @@ std::vector<double> dense_reference(const MoeConfig& config, const MoeWeights& a
     });
     if (progress) progress(static_cast<double>(e + 1) / config.num_experts);
   }
+  for (double& v : out) v *= static_cast<double>(config.output_scale);
   return out;
 }
 

@@ -12,7 +12,7 @@ namespace moerun::cpu {
 
 // hidden [T, H] bf16; topk_ids [T, k] global ids in [-1, E); topk_weights [T, k] f32;
 // all_weights hold all E experts (FP8 weights are dequantized exactly: code x block scale).
-// Returns out [T, H] row-major in fp64.
+// Returns out [T, H] row-major in fp64, times config.output_scale.
 //
 // With FP8 weights the layer's contract quantizes the activations (the input rows and the SiLU
 // output) to e4m3 in 1x128 groups. kRecipe applies exactly those two quantizations and nothing

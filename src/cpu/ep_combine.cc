@@ -39,14 +39,15 @@ HostTensor ep_combine_src2dst(const EpSent& sent) {
 }
 
 void ep_combine(const EpDispatched& dispatched, const std::vector<TensorView>& down,
-                const std::vector<EpRankTokens>& ranks, const std::vector<TensorView>& outs) {
+                const std::vector<EpRankTokens>& ranks, const std::vector<TensorView>& outs,
+                float output_scale) {
   check_arg(outs.size() == ranks.size(), "EP outputs", std::to_string(ranks.size()), outs.size());
   for (std::size_t s = 0; s < ranks.size(); ++s) {
     const std::int64_t tokens = ranks[s].topk_ids.size(0);
     const int k = static_cast<int>(ranks[s].topk_ids.size(1));
     const HostTensor rows = ep_return_rows(dispatched, down, static_cast<int>(s), tokens, k);
     const HostTensor src2dst = ep_combine_src2dst(dispatched.sent[s]);
-    combine(rows.view(), src2dst.view(), ranks[s].topk_weights, outs[s]);
+    combine(rows.view(), src2dst.view(), ranks[s].topk_weights, outs[s], output_scale);
   }
 }
 

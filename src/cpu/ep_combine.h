@@ -20,8 +20,10 @@ HostTensor ep_return_rows(const EpDispatched& dispatched, const std::vector<Tens
 HostTensor ep_combine_src2dst(const EpSent& sent);
 
 // out_s for every source rank s: down[r] [rows_r, H] bf16 per receiver r (the rows of its layout);
-// outs[s] [T_s, H] bf16 (or f32). topk_weights from `ranks`.
+// outs[s] [T_s, H] bf16 (or f32), times output_scale as the single-rank combine. topk_weights from
+// `ranks`.
 void ep_combine(const EpDispatched& dispatched, const std::vector<TensorView>& down,
-                const std::vector<EpRankTokens>& ranks, const std::vector<TensorView>& outs);
+                const std::vector<EpRankTokens>& ranks, const std::vector<TensorView>& outs,
+                float output_scale = 1.0f);
 
 }  // namespace moerun::cpu

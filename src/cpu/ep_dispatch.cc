@@ -20,16 +20,6 @@ std::int64_t round_up(std::int64_t n) { return (n + kAlignment - 1) / kAlignment
 
 }  // namespace
 
-HostTensor to_contiguous_ids(const TensorView& topk_ids, const ExpertPlacement& placement) {
-  detail::check_topk_ids(topk_ids, placement.num_experts());
-  HostTensor out(DType::kI32, topk_ids.shape());
-  for (std::int64_t i = 0; i < out.numel(); ++i) {
-    const int g = topk_ids.data_as<const int>()[i];
-    out.data<int>()[i] = g < 0 ? -1 : placement.contiguous_id(g);
-  }
-  return out;
-}
-
 EpDispatched ep_dispatch(const ExpertPlacement& placement, const std::vector<EpRankTokens>& ranks,
                          int top_k, DType weight_dtype, const EpDispatchOptions& options) {
   const int num_ranks = placement.num_ranks(), experts = placement.num_experts();

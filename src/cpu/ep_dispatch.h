@@ -52,11 +52,6 @@ struct EpDispatched {
   std::vector<EpSent> sent;          // [R]
 };
 
-// Standard backend: topk_ids [T, k] global ids -> the ids the contiguous placement would give the
-// same experts (ExpertPlacement::contiguous_id; -1 stays -1), so that a rank's map_to_local
-// finds its own experts under any placement.
-HostTensor to_contiguous_ids(const TensorView& topk_ids, const ExpertPlacement& placement);
-
 EpDispatched ep_dispatch(const ExpertPlacement& placement, const std::vector<EpRankTokens>& ranks,
                          int top_k, DType weight_dtype, const EpDispatchOptions& options);
 

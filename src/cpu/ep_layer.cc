@@ -14,6 +14,8 @@ namespace {
 void check_ranks(const MoeConfig& config, const ExpertPlacement& placement,
                  const std::vector<MoeWeights>& rank_weights) {
   config.validate();
+  check_arg(config.expert_map.empty(), "expert_map",
+            "none (the EP oracle takes the group's placement)", "a map");
   check_arg(placement.num_experts() == config.num_experts, "expert placement experts",
             std::to_string(config.num_experts) + " (num_experts)", placement.num_experts());
   check_arg(placement.num_ranks() == config.ep_size, "expert placement ranks",
@@ -21,7 +23,7 @@ void check_ranks(const MoeConfig& config, const ExpertPlacement& placement,
   check_arg(static_cast<int>(rank_weights.size()) == config.ep_size, "EP rank weights",
             std::to_string(config.ep_size) + " (one per rank)", rank_weights.size());
   for (const MoeWeights& w : rank_weights) {
-    w.validate(config, config.num_local_experts(), DeviceType::kCpu);
+    w.validate(config, config.num_local_experts(), Device{});
   }
 }
 
@@ -34,13 +36,13 @@ void ep_forward_standard(const MoeConfig& config, const ExpertPlacement& placeme
   check_ranks(config, placement, rank_weights);
   const std::int64_t tokens = hidden.size(0), h = config.hidden_size;
   check_tensor(out, "out", DType::kBF16, {tokens, h}, DeviceType::kCpu);
-  const HostTensor ids = to_contiguous_ids(topk_ids, placement);
   PartialSum sum(tokens, h);
   HostTensor partial(DType::kF32, {tokens, h});
   for (int rank = 0; rank < config.ep_size; ++rank) {
     MoeConfig rank_config = config;
     rank_config.ep_rank = rank;
-    moe_forward(rank_config, rank_weights[static_cast<std::size_t>(rank)], hidden, ids.view(),
+    rank_config.expert_map = placement.expert_map(rank);
+    moe_forward(rank_config, rank_weights[static_cast<std::size_t>(rank)], hidden, topk_ids,
                 topk_weights, partial.view(), options);
     sum.add(partial.view());
   }
@@ -62,7 +64,7 @@ void ep_forward_all_to_all(const MoeConfig& config, const ExpertPlacement& place
                                dispatched.received[static_cast<std::size_t>(r)].layout, overlap));
     down_views.push_back(down.back().view());
   }
-  ep_combine(dispatched, down_views, ranks, outs);
+  ep_combine(dispatched, down_views, ranks, outs, config.output_scale);
 }
 
 }  // namespace moerun::cpu

@@ -1,6 +1,7 @@
 #include "cpu/permute.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -15,11 +16,43 @@ std::int64_t masked_m_max(std::int64_t tokens, std::int64_t alignment) {
   return std::max<std::int64_t>(1, (tokens + alignment - 1) / alignment) * alignment;
 }
 
-Permuted permute(const TensorView& hidden, const TensorView& local_ids, int num_local_experts,
+namespace {
+
+// Pre-quantized tokens: fp8 codes and their 1x128 scales, checked as the bf16 path never needs to
+// be (a NaN code or a zero, negative or non-finite scale would silently poison the output).
+void check_prequantized(const HiddenStates& hidden, std::int64_t tokens, std::int64_t hidden_size) {
+  check_tensor(hidden.data, "hidden_states", DType::kFP8E4M3, {tokens, hidden_size},
+               DeviceType::kCpu);
+  const std::int64_t groups = hidden_size / kQuantGroup;
+  check_tensor(hidden.scale, "hidden_states scale", DType::kF32, {tokens, groups},
+               DeviceType::kCpu);
+  const float* scales = hidden.scale.data_as<const float>();
+  for (std::int64_t i = 0; i < tokens * groups; ++i) {
+    check_arg(std::isfinite(scales[i]) && scales[i] > 0.0f,
+              "hidden_states scale[" + std::to_string(i / groups) + ", " +
+                  std::to_string(i % groups) + "]",
+              "finite and > 0", scales[i]);
+  }
+  const auto* codes = hidden.data.data_as<const fp8e4m3>();
+  for (std::int64_t i = 0; i < tokens * hidden_size; ++i) {
+    check_arg((codes[i].bits & 0x7f) != 0x7f,
+              "hidden_states[" + std::to_string(i / hidden_size) + ", " +
+                  std::to_string(i % hidden_size) + "]",
+              "a finite e4m3 code", "NaN");
+  }
+}
+
+}  // namespace
+
+Permuted permute(const HiddenStates& hidden, const TensorView& local_ids, int num_local_experts,
                  int num_experts, DType weight_dtype, const PermuteOptions& options) {
-  check_arg(hidden.ndim() == 2, "hidden_states rank", "2 ([T, H])", hidden.ndim());
-  const std::int64_t tokens = hidden.size(0), hidden_size = hidden.size(1);
-  check_tensor(hidden, "hidden_states", DType::kBF16, {tokens, hidden_size}, DeviceType::kCpu);
+  check_arg(hidden.data.ndim() == 2, "hidden_states rank", "2 ([T, H])", hidden.data.ndim());
+  const std::int64_t tokens = hidden.data.size(0), hidden_size = hidden.data.size(1);
+  const bool prequantized = hidden.prequantized();
+  if (!prequantized) {
+    check_tensor(hidden.data, "hidden_states", DType::kBF16, {tokens, hidden_size},
+                 DeviceType::kCpu);
+  }
   check_arg(local_ids.ndim() == 2, "local_ids rank", "2 ([T, k])", local_ids.ndim());
   const std::int64_t k = local_ids.size(1);
   check_tensor(local_ids, "local_ids", DType::kI32, {tokens, k}, DeviceType::kCpu);
@@ -31,6 +64,11 @@ Permuted permute(const TensorView& hidden, const TensorView& local_ids, int num_
   if (fp8) {
     check_arg(hidden_size % kQuantGroup == 0, "hidden_size", "a multiple of 128 for FP8 weights",
               hidden_size);
+  }
+  if (prequantized) {
+    check_arg(fp8, "hidden_states dtype", "bf16 (pre-quantized FP8 input needs FP8 weights)",
+              dtype_name(hidden.data.dtype()));
+    check_prequantized(hidden, tokens, hidden_size);
   }
 
   Permuted out;
@@ -91,19 +129,24 @@ Permuted permute(const TensorView& hidden, const TensorView& local_ids, int num_
     src2dst[i] = ids[i] >= 0 ? static_cast<int>(first_row[ids[i]] + position[i]) : -1;
   }
 
-  // Each token is quantized once and copied to each of its (up to k) rows.
-  const auto* src = hidden.data_as<const bf16>();
+  // Each token is quantized once (unless the caller did) and copied to each of its (up to k) rows.
   const std::size_t row_bytes = static_cast<std::size_t>(hidden_size) * dtype_size(act_dtype);
+  const std::size_t in_row_bytes =
+      static_cast<std::size_t>(hidden_size) * dtype_size(hidden.data.dtype());
+  const auto* src = static_cast<const std::byte*>(hidden.data.data());
+  const bool quantize = fp8 && !prequantized;
   detail::parallel_for(tokens, 16, [&](std::int64_t begin, std::int64_t end) {
-    std::vector<float> values(fp8 ? static_cast<std::size_t>(hidden_size) : 0);
+    std::vector<float> values(quantize ? static_cast<std::size_t>(hidden_size) : 0);
     std::vector<fp8e4m3> codes(values.size());
-    std::vector<float> scales(fp8 ? static_cast<std::size_t>(groups) : 0);
+    std::vector<float> quantized_scales(quantize ? static_cast<std::size_t>(groups) : 0);
     for (std::int64_t t = begin; t < end; ++t) {
-      const bf16* token = src + t * hidden_size;
-      const void* row = token;
-      if (fp8) {
+      const void* row = src + static_cast<std::size_t>(t) * in_row_bytes;
+      const float* scales =
+          prequantized ? hidden.scale.data_as<const float>() + t * groups : quantized_scales.data();
+      if (quantize) {
+        const bf16* token = static_cast<const bf16*>(row);
         for (std::int64_t c = 0; c < hidden_size; ++c) values[c] = bf16_to_float(token[c]);
-        quantize_row_fp8(values.data(), hidden_size, codes.data(), scales.data());
+        quantize_row_fp8(values.data(), hidden_size, codes.data(), quantized_scales.data());
         row = codes.data();
       }
       for (std::int64_t j = 0; j < k; ++j) {

@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "moerun/config.h"
+#include "moerun/forward.h"
 #include "moerun/host_tensor.h"
 
 namespace moerun::cpu {
@@ -34,8 +35,10 @@ struct Permuted {
 };
 
 // hidden [T, H] bf16, local_ids [T, k] i32 in [-1, E_l). The activation dtype is the weights'
-// dtype (FP8 weights -> e4m3 with 1x128 scales; BF16 weights -> the bf16 rows untouched).
-Permuted permute(const TensorView& hidden, const TensorView& local_ids, int num_local_experts,
+// dtype (FP8 weights -> e4m3 with 1x128 scales; BF16 weights -> the bf16 rows untouched). FP8
+// weights also take pre-quantized hidden states (fp8_e4m3 + [T, H / 128] f32 scales, finite and
+// positive), copied as they are.
+Permuted permute(const HiddenStates& hidden, const TensorView& local_ids, int num_local_experts,
                  int num_experts, DType weight_dtype, const PermuteOptions& options);
 
 // The masked M_max for T tokens: T rounded up to `alignment`, at least one block.

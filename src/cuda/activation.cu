@@ -25,6 +25,7 @@
 #include "cuda/activation.h"
 #include "cuda/cuda_check.h"
 #include "cuda/device_utils.cuh"
+#include "cuda/per_device.h"
 #include "cuda/permute.h"
 #include "cuda/silu_bf16.h"
 #include "moerun/errors.h"
@@ -264,14 +265,13 @@ __global__ void __launch_bounds__(kThreads) silu_and_mul_kernel(ActParams p) {
   }
 }
 
-// Blocks that fit on one SM at once, per device, after raising the kernel's shared-memory limit
-// (neither is a stream operation; cached after the first call, so later calls may be captured in
-// a CUDA graph).
+// Blocks that fit on the current device at once, after raising the kernel's shared-memory limit
+// there (cached per device, cuda/per_device.h).
 template <bool kFp8, bool kTable>
 int resident_blocks() {
-  static const int count = [] {
-    int device = 0, sms = 0, per_sm = 0;
-    MOERUN_CUDA_CHECK(cudaGetDevice(&device));
+  static PerDevice<int> cache;
+  return cache.get([](int device) {
+    int sms = 0, per_sm = 0;
     MOERUN_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
     MOERUN_CUDA_CHECK(cudaFuncSetAttribute(silu_and_mul_kernel<kFp8, kTable>,
                                            cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -279,8 +279,7 @@ int resident_blocks() {
     MOERUN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
         &per_sm, silu_and_mul_kernel<kFp8, kTable>, kThreads, dynamic_smem_bytes<kTable>()));
     return sms * std::max(per_sm, 1);
-  }();
-  return count;
+  });
 }
 
 template <bool kFp8, bool kTable>

@@ -25,6 +25,7 @@ struct CombineParams {
   long long tokens;
   int top_k;
   int hidden;
+  float output_scale;
   int* counters;  // overlap wait, or null
   long long m_max;
   int block_m;
@@ -75,6 +76,9 @@ __global__ void __launch_bounds__(kThreads) combine_kernel(CombineParams p) {
 #pragma unroll
         for (int i = 0; i < 8; ++i) acc[i] = __fadd_rn(acc[i], __fmul_rn(weight, v[i]));
       }
+      // After the sum, as the oracle: exact when the scale is 1.
+#pragma unroll
+      for (int i = 0; i < 8; ++i) acc[i] = __fmul_rn(acc[i], p.output_scale);
       if constexpr (kF32Out) {
         float4* out = reinterpret_cast<float4*>(static_cast<float*>(p.out) + t * p.hidden + column);
         out[0] = make_float4(acc[0], acc[1], acc[2], acc[3]);
@@ -91,7 +95,8 @@ __global__ void __launch_bounds__(kThreads) combine_kernel(CombineParams p) {
 }  // namespace
 
 void combine(const TensorView& down, const TensorView& src2dst, const TensorView& topk_weights,
-             const TensorView& out, const CombineWait* wait, cudaStream_t stream) {
+             const TensorView& out, float output_scale, const CombineWait* wait,
+             cudaStream_t stream) {
   check_arg(src2dst.ndim() == 2, "src2dst rank", "2 ([T, k])", src2dst.ndim());
   const std::int64_t tokens = src2dst.size(0), k = src2dst.size(1);
   check_tensor(src2dst, "src2dst", DType::kI32, {tokens, k}, DeviceType::kCuda);
@@ -130,6 +135,7 @@ void combine(const TensorView& down, const TensorView& src2dst, const TensorView
   p.tokens = tokens;
   p.top_k = static_cast<int>(k);
   p.hidden = static_cast<int>(hidden);
+  p.output_scale = output_scale;
   const dim3 grid(static_cast<unsigned>(ceil_div<std::int64_t>(hidden, kColumns)),
                   static_cast<unsigned>(std::min<std::int64_t>(tokens, 65535)));
   if (out_f32) {

@@ -20,11 +20,13 @@ struct CombineWait {
   int threshold = 0;
 };
 
-// out[t] = sum over slots j with src2dst[t, j] >= 0 of topk_weights[t, j] * down[src2dst[t, j]],
-// fp32 in slot order, stored once: bf16, or f32 (an EP partial). down [rows, H] bf16 (leading
+// out[t] = output_scale * (sum over slots j with src2dst[t, j] >= 0 of topk_weights[t, j] *
+// down[src2dst[t, j]]), fp32 in slot order, then the scale, stored once: bf16, or f32 (an EP
+// partial). down [rows, H] bf16 (leading
 // dims flatten), src2dst and topk_weights [T, k], out [T, H]; all on the device. A token with no
 // local slot gets zeros. Launch: grid (ceil(H / 1024), min(T, 65535)), 128 threads x 8 columns.
 void combine(const TensorView& down, const TensorView& src2dst, const TensorView& topk_weights,
-             const TensorView& out, const CombineWait* wait, cudaStream_t stream);
+             const TensorView& out, float output_scale, const CombineWait* wait,
+             cudaStream_t stream);
 
 }  // namespace moerun::cuda

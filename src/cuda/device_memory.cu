@@ -5,6 +5,7 @@
 
 #include "cuda/cuda_check.h"
 #include "cuda/device_memory.h"
+#include "cuda/runtime.h"
 #include "moerun/errors.h"
 
 namespace moerun::cuda {
@@ -64,7 +65,7 @@ void launch_fill(const TensorView& t, std::uint64_t seed, FillKind kind, float s
 DeviceBuffer::DeviceBuffer(DType dtype, const Shape& shape) {
   const TensorView sized(nullptr, dtype, shape);
   MOERUN_CUDA_CHECK(cudaMalloc(&data_, sized.nbytes() > 0 ? sized.nbytes() : 1));
-  view_ = TensorView(data_, dtype, shape, {DeviceType::kCuda, 0});
+  view_ = TensorView(data_, dtype, shape, {DeviceType::kCuda, current_device()});
 }
 
 DeviceBuffer::~DeviceBuffer() {

@@ -1,6 +1,7 @@
-// Owning device buffers for the tools (moerun run on the CUDA backend, moerun bench): uploads of
-// host tensors and weights, downloads, and seeded random contents generated on the device. The
-// layer itself never allocates per forward; these are for whoever owns the tensors it views.
+// Owning device buffers for the tools (moerun run on the CUDA backend, moerun bench) and the
+// layer's construction-time allocations: uploads of host tensors and weights, downloads, and
+// seeded random contents generated on the device. The layer itself never allocates per forward;
+// these are for whoever owns the tensors it views.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -18,7 +19,7 @@ namespace moerun::cuda {
 class DeviceBuffer {
  public:
   DeviceBuffer() = default;
-  // Uninitialized device memory for `shape` elements of `dtype`.
+  // Uninitialized memory for `shape` elements of `dtype`, on the current device.
   DeviceBuffer(DType dtype, const Shape& shape);
   ~DeviceBuffer();
   DeviceBuffer(DeviceBuffer&& other) noexcept;

@@ -23,6 +23,7 @@
 #include "cuda/gemm/sm90_params.h"
 #include "cuda/gemm/sm90_variants.h"
 #include "cuda/gemm_heuristics.h"
+#include "cuda/per_device.h"
 #include "moerun/config.h"
 #include "moerun/errors.h"
 
@@ -89,11 +90,14 @@ CUtensorMap make_operand_map(const void* base, bool fp8, std::int64_t k, std::in
                      CU_TENSOR_MAP_SWIZZLE_128B, what);
 }
 
+// SMs of the current device (cached per device: launchers ask on every call).
 int sm_count() {
-  int device = 0, count = 0;
-  MOERUN_CUDA_CHECK(cudaGetDevice(&device));
-  MOERUN_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
-  return count;
+  static PerDevice<int> cache;
+  return cache.get([](int device) {
+    int count = 0;
+    MOERUN_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
+    return count;
+  });
 }
 
 bool aligned16(const void* ptr) { return reinterpret_cast<std::uintptr_t>(ptr) % 16 == 0; }
@@ -102,7 +106,6 @@ struct Operands {
   sm90::GroupedGemmParams params;
   const void* a = nullptr;
   const void* a_scale = nullptr;  // FP8: MN-major (core/scale_layout.h)
-  const void* b_scale = nullptr;  // FP8: [E_l, N / 128, K / 128]
   const void* b = nullptr;
   bool fp8 = false;
   std::int64_t n = 0;
@@ -146,10 +149,8 @@ Operands check_operands(const GemmOperand& a, const GemmOperand& b, const Tensor
                             DeviceType::kCuda);
     check_arg(aligned16(a.scale.data()), "A scale data", "a 16-byte aligned device pointer",
               "a misaligned pointer");
-    check_arg(aligned16(b.scale.data()), "B scale data", "a 16-byte aligned device pointer",
-              "a misaligned pointer");
     o.a_scale = a.scale.data();
-    o.b_scale = b.scale.data();
+    p.b_scale = b.scale.data_as<const float>();
   } else {
     check_arg(!a.scale.defined() && !b.scale.defined(), "BF16 operand scales", "none",
               "a scale tensor");
@@ -204,10 +205,6 @@ void run(Operands& o, std::int64_t a_rows, std::int64_t a_groups, const GemmChoi
     maps.a_scale = make_map_3d(o.a_scale, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4,
                                {a_rows, o.k / kQuantGroup, a_groups}, {shape.block_m, 1, 1},
                                CU_TENSOR_MAP_SWIZZLE_NONE, "A scale");
-    // The weight scales as one run of floats: the kernel takes 16-byte boxes at any element.
-    maps.b_scale = make_map(o.b_scale, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4, 1,
-                            {o.experts * (o.n / kQuantGroup) * (o.k / kQuantGroup), 1, 1},
-                            {4, 1, 1}, CU_TENSOR_MAP_SWIZZLE_NONE, "B scale");
   }
   maps.out = make_map_3d(p.out, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, {o.n, a_rows, a_groups},
                          {64, 64, 1}, CU_TENSOR_MAP_SWIZZLE_128B, "out");

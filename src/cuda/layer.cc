@@ -12,83 +12,14 @@
 #include "cuda/gemm.h"
 #include "cuda/permute.h"
 #include "cuda/routing.h"
+#include "cuda/runtime.h"
 #include "moerun/errors.h"
 
 namespace moerun::cuda {
 
-namespace {
-
-constexpr std::size_t kAlign = 256;
-
-std::size_t align_up(std::size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
-std::size_t bytes_of(std::int64_t count, DType dtype) {
-  return static_cast<std::size_t>(count) * dtype_size(dtype);
+void LayerBackend::FreeDevice::operator()(void* p) const {
+  cudaFree(p);  // no throw from a destructor
 }
-
-// The masked M_max for T tokens, as the oracle derives it: T rounded up to 128, at least 128.
-std::int64_t masked_m_max(std::int64_t tokens) {
-  return std::max<std::int64_t>(1, ceil_div<std::int64_t>(tokens, kPermuteAlignment)) *
-         kPermuteAlignment;
-}
-
-// Byte offsets of every buffer in the layer's one allocation. Regions A and B are reused:
-//   A: permuted tokens (+ scales), later the activation (+ scales) -- the tokens are dead by then;
-//   B: gate_up, later down -- gate_up is dead once the activation has read it.
-struct Arena {
-  std::size_t topk_ids = 0, topk_weights = 0, local_ids = 0, src2dst = 0;
-  std::size_t masked_m = 0, m_sum = 0, m_indices = 0, counters = 0;
-  std::size_t permute_ws = 0, permute_ws_bytes = 0;
-  std::size_t region_a = 0, tokens_scale = 0, act_scale = 0, region_b = 0;
-  std::size_t total = 0;
-};
-
-Arena make_arena(const MoeConfig& c, const WorkspacePlan& plan, bool overlap) {
-  const std::int64_t k = c.top_k(), h = c.hidden_size, inter = c.intermediate_size;
-  const int experts = c.num_local_experts();
-  const DType act = c.weight_dtype;
-  const bool fp8 = c.is_fp8();
-  const std::int64_t m_max_cap =
-      plan.masked_max_tokens > 0 ? masked_m_max(plan.masked_max_tokens) : 0;
-  const std::int64_t contiguous_cap =
-      plan.contiguous_max_tokens > 0 ? contiguous_capacity(plan.contiguous_max_tokens, k, experts)
-                                     : 0;
-  const std::int64_t rows = std::max<std::int64_t>(experts * m_max_cap, contiguous_cap);
-  Arena a;
-  std::size_t offset = 0;
-  auto take = [&](std::size_t bytes) {
-    const std::size_t at = offset;
-    offset = align_up(offset + bytes);
-    return at;
-  };
-  const std::int64_t slots = plan.max_tokens * k;
-  a.topk_ids = take(bytes_of(slots, DType::kI32));
-  a.topk_weights = take(bytes_of(slots, DType::kF32));
-  a.local_ids = take(bytes_of(slots, DType::kI32));
-  a.src2dst = take(bytes_of(slots, DType::kI32));
-  a.masked_m = take(bytes_of(experts, DType::kI32));
-  a.m_sum = take(sizeof(int));
-  a.m_indices = take(bytes_of(contiguous_cap, DType::kI32));
-  a.counters = take(overlap ? bytes_of(experts * (m_max_cap / kGemmBlockM), DType::kI32) : 0);
-  a.permute_ws_bytes = permute_workspace_bytes(plan.max_tokens, k, experts);
-  a.permute_ws = take(a.permute_ws_bytes);
-  const std::size_t tokens_bytes = align_up(bytes_of(rows * h, act));
-  const std::size_t act_bytes = align_up(bytes_of(rows * inter, act));
-  const std::size_t tokens_scale_bytes = fp8 ? bytes_of(rows * (h / kQuantGroup), DType::kF32) : 0;
-  const std::size_t act_scale_bytes = fp8 ? bytes_of(rows * (inter / kQuantGroup), DType::kF32) : 0;
-  a.region_a = take(std::max(tokens_bytes + tokens_scale_bytes, act_bytes + act_scale_bytes));
-  a.tokens_scale = a.region_a + tokens_bytes;
-  a.act_scale = a.region_a + act_bytes;
-  a.region_b =
-      take(std::max(bytes_of(rows * 2 * inter, DType::kBF16), bytes_of(rows * h, DType::kBF16)));
-  a.total = offset;
-  return a;
-}
-
-std::size_t plan_bytes(const MoeConfig& c, WorkspacePlan plan, bool overlap) {
-  return make_arena(c, plan, overlap).total;
-}
-
-}  // namespace
 
 void LayerBackend::mark(int index, cudaStream_t stream) const {
   if (stage_events_ == nullptr) return;
@@ -102,122 +33,150 @@ void LayerBackend::mark(int index, cudaStream_t stream) const {
                         : cudaEventRecord(event, stream));
 }
 
-WorkspacePlan plan_workspace(const MoeConfig& config, const LayerOptions& options) {
-  const std::int64_t max_tokens = options.max_tokens;
-  check_arg(max_tokens > 0, "max_tokens",
-            "> 0 for the CUDA backend (its workspace is allocated once, at construction)",
-            max_tokens);
-  const std::size_t limit = options.workspace_limit_bytes;
-  auto make = [&](std::int64_t masked, std::int64_t contiguous) {
-    WorkspacePlan p{max_tokens, masked, contiguous, 0};
-    p.bytes = plan_bytes(config, p, options.overlap);
-    return p;
-  };
-  auto fits = [&](const WorkspacePlan& p) { return limit == 0 || p.bytes <= limit; };
-  auto reject = [&](const WorkspacePlan& p, std::string_view what) {
-    throw InvalidArgument("workspace_limit_bytes",
-                          ">= " + std::to_string(p.bytes) + " bytes for " + std::string(what) +
-                              " with max_tokens " + std::to_string(max_tokens),
-                          std::to_string(limit));
-  };
-  switch (options.layout) {
-    case LayoutChoice::kMasked: {
-      const WorkspacePlan p = make(max_tokens, 0);
-      if (!fits(p)) reject(p, "the masked layout");
-      return p;
-    }
-    case LayoutChoice::kContiguous: {
-      const WorkspacePlan p = make(0, max_tokens);
-      if (!fits(p)) reject(p, "the contiguous layout");
-      return p;
-    }
-    case LayoutChoice::kAuto:
-      break;
-  }
-  // Auto: masked for small batches, contiguous beyond; masked dropped when the budget is short.
-  const std::int64_t masked = std::min(max_tokens, kMaskedMaxTokens);
-  const WorkspacePlan both = make(masked, max_tokens > masked ? max_tokens : 0);
-  if (fits(both)) return both;
-  const WorkspacePlan contiguous = make(0, max_tokens);
-  if (!fits(contiguous)) reject(contiguous, "the contiguous layout");
-  return contiguous;
-}
-
 LayerBackend::LayerBackend(const MoeConfig& config, const MoeWeights& weights,
                            const LayerOptions& options)
     : config_(config), weights_(weights), options_(options) {
   config.validate();
-  weights.validate(config, config.num_local_experts(), DeviceType::kCuda);
-  check_arg(config.num_local_experts() <= kPermuteMaxLocalExperts, "num_local_experts",
-            "<= " + std::to_string(kPermuteMaxLocalExperts) + " on CUDA",
-            config.num_local_experts());
+  local_experts_ = config.num_local_experts();
+  check_arg(weights.w13.device().type == DeviceType::kCuda, "w13 device", "cuda",
+            device_name(weights.w13.device()));
+  device_ = weights.w13.device().index;
+  tensor_device_ = {DeviceType::kCuda, device_};
+  // Every weight on the device of w13: the layer's device.
+  weights.validate(config, local_experts_, tensor_device_);
+  check_arg(local_experts_ <= kPermuteMaxLocalExperts, "num_local_experts",
+            "<= " + std::to_string(kPermuteMaxLocalExperts) + " on CUDA", local_experts_);
   check_arg(config.num_experts <= kRoutingMaxExperts, "num_experts",
             "<= " + std::to_string(kRoutingMaxExperts) + " on CUDA", config.num_experts);
   check_arg(config.top_k() <= kRoutingMaxTopK, "top_k",
             "<= " + std::to_string(kRoutingMaxTopK) + " on CUDA", config.top_k());
   plan_ = plan_workspace(config, options);
-  MOERUN_CUDA_CHECK(cudaMalloc(&workspace_, plan_.bytes));
+  const ScopedDevice on_device(device_);
+  if (!config.expert_map.empty()) {
+    const TensorView host(const_cast<std::int32_t*>(config.expert_map.data()), DType::kI32,
+                          {config.num_experts});
+    expert_map_ = DeviceBuffer::upload(host);
+  }
+  if (options.own_workspace) {
+    void* p = nullptr;
+    MOERUN_CUDA_CHECK(cudaMalloc(&p, plan_.bytes));
+    workspace_.reset(p);
+    owned_bytes_ = plan_.bytes;
+  }
 }
 
-LayerBackend::~LayerBackend() {
-  if (workspace_ != nullptr) cudaFree(workspace_);  // no throw from a destructor
+std::size_t LayerBackend::workspace_bytes_for(std::int64_t tokens) const {
+  return cuda::workspace_bytes_for(config_, plan_, tokens);
 }
 
-Layout LayerBackend::layout_for(std::int64_t tokens) const {
-  return tokens <= plan_.masked_max_tokens ? Layout::kMasked : Layout::kContiguous;
+std::int64_t LayerBackend::check_io(const HiddenStates& hidden, const TensorView& out) const {
+  check_arg(hidden.data.ndim() == 2, "hidden_states rank", "2 ([T, H])", hidden.data.ndim());
+  const std::int64_t tokens = hidden.data.size(0), h = config_.hidden_size;
+  if (tokens > plan_.max_tokens) {
+    throw InvalidArgument("hidden_states tokens",
+                          "<= max_tokens (" + std::to_string(plan_.max_tokens) + ")",
+                          std::to_string(tokens));
+  }
+  if (hidden.prequantized()) {
+    check_arg(config_.is_fp8(), "hidden_states dtype",
+              "bf16 (pre-quantized FP8 input needs FP8 weights)", dtype_name(hidden.data.dtype()));
+    check_tensor(hidden.data, "hidden_states", DType::kFP8E4M3, {tokens, h}, tensor_device_);
+    check_tensor(hidden.scale, "hidden_states scale", DType::kF32, {tokens, h / kQuantGroup},
+                 tensor_device_);
+  } else {
+    check_tensor(hidden.data, "hidden_states", DType::kBF16, {tokens, h}, tensor_device_);
+  }
+  if (out.dtype() != DType::kBF16 && out.dtype() != DType::kF32) {
+    throw InvalidArgument("out dtype", "bf16 or f32", dtype_name(out.dtype()));
+  }
+  check_tensor(out, "out", out.dtype(), {tokens, h}, tensor_device_);
+  return tokens;
 }
 
-void LayerBackend::check_io(const TensorView& hidden, const TensorView& out) const {
-  check_arg(hidden.ndim() == 2, "hidden_states rank", "2 ([T, H])", hidden.ndim());
-  const std::int64_t tokens = hidden.size(0);
-  check_arg(tokens <= plan_.max_tokens, "hidden_states tokens",
-            "<= max_tokens (" + std::to_string(plan_.max_tokens) + ")", tokens);
-  check_tensor(hidden, "hidden_states", DType::kBF16, {tokens, config_.hidden_size},
-               DeviceType::kCuda);
-  check_arg(out.dtype() == DType::kBF16 || out.dtype() == DType::kF32, "out dtype", "bf16 or f32",
-            dtype_name(out.dtype()));
-  check_tensor(out, "out", out.dtype(), {tokens, config_.hidden_size}, DeviceType::kCuda);
+void LayerBackend::check_workspace(const Workspace& workspace, const Arena& arena,
+                                   std::int64_t tokens) const {
+  if (workspace.data == nullptr || workspace.bytes < arena.total) {
+    throw InvalidArgument(
+        "workspace bytes",
+        ">= " + std::to_string(arena.total) + " for " + std::to_string(tokens) +
+            " tokens (Layer::workspace_bytes_for)",
+        workspace.data == nullptr ? std::string("no workspace") : std::to_string(workspace.bytes));
+  }
+  const auto address = reinterpret_cast<std::uintptr_t>(workspace.data);
+  if (address % kWorkspaceAlignment != 0) {
+    throw InvalidArgument(
+        "workspace data", "a " + std::to_string(kWorkspaceAlignment) + "-byte aligned address",
+        "an address " + std::to_string(address % kWorkspaceAlignment) + " bytes past a boundary");
+  }
 }
 
-void LayerBackend::forward(const TensorView& hidden, const TensorView& router_logits,
-                           const TensorView& out, cudaStream_t stream) {
-  check_io(hidden, out);
-  const std::int64_t tokens = hidden.size(0);
-  const Arena arena = make_arena(config_, plan_, options_.overlap);
-  auto* base = static_cast<std::byte*>(workspace_);
-  const Device device{DeviceType::kCuda, 0};
-  const TensorView ids(base + arena.topk_ids, DType::kI32, {tokens, config_.top_k()}, device);
-  const TensorView weights(base + arena.topk_weights, DType::kF32, {tokens, config_.top_k()},
-                           device);
+void LayerBackend::forward(const HiddenStates& hidden, const TensorView& router_logits,
+                           const TensorView& out, cudaStream_t stream,
+                           const Workspace& workspace) const {
+  const std::int64_t tokens = check_io(hidden, out);
+  const std::int64_t k = config_.top_k();
+  check_tensor(router_logits, "router_logits", DType::kF32, {tokens, config_.num_experts},
+               tensor_device_);
+  if (tokens == 0) return;
+  const Layout layout = layout_for(tokens);
+  const Arena arena = make_arena(config_, local_experts_, tokens, layout, options_.overlap);
+  check_workspace(workspace, arena, tokens);
+  const ScopedDevice on_device(device_);
+  auto* base = static_cast<std::byte*>(workspace.data);
+  const TensorView ids(base + arena.topk_ids, DType::kI32, {tokens, k}, tensor_device_);
+  const TensorView weights(base + arena.topk_weights, DType::kF32, {tokens, k}, tensor_device_);
   mark(static_cast<int>(Stage::kRouting), stream);
   route(config_.routing, config_.num_experts, router_logits, weights_.correction_bias, ids, weights,
         stream);
-  forward_routed(hidden, ids, weights, out, stream);
+  run_routed(hidden, {ids, weights, ExpertIds::kGlobal}, out, stream, base, arena);
 }
 
-void LayerBackend::forward_routed(const TensorView& hidden, const TensorView& topk_ids,
-                                  const TensorView& topk_weights, const TensorView& out,
-                                  cudaStream_t stream) {
-  check_io(hidden, out);
-  const std::int64_t tokens = hidden.size(0);
+void LayerBackend::forward_routed(const HiddenStates& hidden, const TopKRouting& routing,
+                                  const TensorView& out, cudaStream_t stream,
+                                  const Workspace& workspace) const {
+  const std::int64_t tokens = check_io(hidden, out);
+  const std::int64_t k = config_.top_k();
+  check_tensor(routing.topk_ids, "topk_ids", DType::kI32, {tokens, k}, tensor_device_);
+  check_tensor(routing.topk_weights, "topk_weights", DType::kF32, {tokens, k}, tensor_device_);
+  if (routing.expert_map.defined()) {
+    check_arg(routing.ids == ExpertIds::kGlobal, "expert_map", "none with local ids", "a map");
+    check_tensor(routing.expert_map, "expert_map", DType::kI32, {config_.num_experts},
+                 tensor_device_);
+  }
+  if (tokens == 0) return;
+  const Arena arena =
+      make_arena(config_, local_experts_, tokens, layout_for(tokens), options_.overlap);
+  check_workspace(workspace, arena, tokens);
+  const ScopedDevice on_device(device_);
+  run_routed(hidden, routing, out, stream, static_cast<std::byte*>(workspace.data), arena);
+}
+
+// The stages after routing; inputs checked, T > 0, the layer's device current.
+void LayerBackend::run_routed(const HiddenStates& hidden, const TopKRouting& routing,
+                              const TensorView& out, cudaStream_t stream, std::byte* base,
+                              const Arena& arena) const {
+  const std::int64_t tokens = hidden.data.size(0);
   const std::int64_t k = config_.top_k(), h = config_.hidden_size,
                      inter = config_.intermediate_size;
-  check_tensor(topk_ids, "topk_ids", DType::kI32, {tokens, k}, DeviceType::kCuda);
-  check_tensor(topk_weights, "topk_weights", DType::kF32, {tokens, k}, DeviceType::kCuda);
-  if (tokens == 0) return;
-
-  const Arena arena = make_arena(config_, plan_, options_.overlap);
-  auto* base = static_cast<std::byte*>(workspace_);
-  const Device device{DeviceType::kCuda, 0};
-  const int experts = config_.num_local_experts();
+  const int experts = local_experts_;
   const DType act = config_.weight_dtype;
   const bool fp8 = config_.is_fp8();
   const Layout layout = layout_for(tokens);
   const bool masked = layout == Layout::kMasked;
+  const Device device = tensor_device_;
 
   mark(static_cast<int>(Stage::kDispatchPermute), stream);
-  const TensorView local_ids(base + arena.local_ids, DType::kI32, {tokens, k}, device);
-  map_to_local(topk_ids, config_.num_experts, config_.ep_size, config_.ep_rank, local_ids, stream);
+  TensorView local_ids = routing.topk_ids;
+  if (routing.ids == ExpertIds::kGlobal) {
+    local_ids = TensorView(base + arena.local_ids, DType::kI32, {tokens, k}, device);
+    const LocalExperts placement =
+        routing.expert_map.defined()
+            ? LocalExperts{config_.num_experts, routing.expert_map, 0, experts}
+        : expert_map_.defined()
+            ? LocalExperts{config_.num_experts, expert_map_.view(), 0, experts}
+            : LocalExperts{config_.num_experts, {}, config_.ep_rank * experts, experts};
+    map_to_local(routing.topk_ids, placement, local_ids, stream);
+  }
 
   const std::int64_t m_max = masked ? masked_m_max(tokens) : 0;
   const std::int64_t rows = masked ? experts * m_max : contiguous_capacity(tokens, k, experts);
@@ -269,6 +228,7 @@ void LayerBackend::forward_routed(const TensorView& hidden, const TensorView& to
 
   const TensorView down = rows_view(arena.region_b, DType::kBF16, h);
   const GemmOperand w2{weights_.w2, weights_.w2_scale};
+  const float scale = config_.output_scale;
   mark(static_cast<int>(Stage::kDown), stream);
   if (masked && options_.overlap) {
     const std::int64_t counters_count = experts * (m_max / kGemmBlockM);
@@ -280,7 +240,7 @@ void LayerBackend::forward_routed(const TensorView& hidden, const TensorView& to
     if (!report) throw Error("the down GEMM was asked for an overlap report and gave none");
     const CombineWait wait{counters, m_max, report->block_m, report->threshold};
     mark(static_cast<int>(Stage::kCombine), stream);
-    combine(down, permuted.src2dst, topk_weights, out, &wait, stream);
+    combine(down, permuted.src2dst, routing.topk_weights, out, scale, &wait, stream);
     mark(kNumStages, stream);
     return;
   }
@@ -292,7 +252,7 @@ void LayerBackend::forward_routed(const TensorView& hidden, const TensorView& to
     grouped_gemm_contiguous({activation, activation_scale}, w2, permuted.m_indices, down, stream);
   }
   mark(static_cast<int>(Stage::kCombine), stream);
-  combine(down, permuted.src2dst, topk_weights, out, nullptr, stream);
+  combine(down, permuted.src2dst, routing.topk_weights, out, scale, nullptr, stream);
   mark(kNumStages, stream);
 }
 

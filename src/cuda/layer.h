@@ -1,4 +1,5 @@
-// The CUDA backend of moerun::Layer: all stages on one stream, workspace allocated once.
+// The CUDA backend of moerun::Layer: all stages on the caller's stream, in the caller's workspace,
+// on the weights' device.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -6,60 +7,65 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 
+#include "cuda/device_memory.h"
 #include "cuda/stages.h"
+#include "cuda/workspace.h"
 #include "moerun/config.h"
+#include "moerun/forward.h"
 #include "moerun/layer.h"
 #include "moerun/tensor.h"
 #include "moerun/weights.h"
 
 namespace moerun::cuda {
 
-// Tokens up to which LayoutChoice::kAuto uses the masked layout: its GEMMs then have at most
-// M_max = 128 rows per expert, and its launches never depend on the routing.
-inline constexpr std::int64_t kMaskedMaxTokens = 128;
-
 // Events a forward records at the stage boundaries: [s] when stage s starts, [kNumStages] when
 // the layer ends (forward_routed starts at kDispatchPermute and leaves [kRouting] alone). Inside a
 // stream capture they become external event nodes, so graph replays record them too.
 using StageEvents = std::array<cudaEvent_t, kNumStages + 1>;
 
-// How the layer's one allocation is used for a given token cap.
-struct WorkspacePlan {
-  std::int64_t max_tokens = 0;
-  std::int64_t masked_max_tokens = 0;      // 0: the masked layout is never used
-  std::int64_t contiguous_max_tokens = 0;  // 0: the contiguous layout is never used
-  std::size_t bytes = 0;
-};
-
-// The plan for `options` (layout choice, max_tokens, workspace_limit_bytes); rejects a budget
-// that cannot hold the layout asked for, naming both sizes.
-WorkspacePlan plan_workspace(const MoeConfig& config, const LayerOptions& options);
-
 class LayerBackend {
  public:
-  // `weights` are device views of this rank's E_l experts; they must outlive the layer.
+  // `weights` are device views of this rank's E_l experts, all on one device (the layer's); they
+  // must outlive the layer. Allocates the convenience workspace (options.own_workspace) and a
+  // device copy of config.expert_map (when given), nothing else.
   LayerBackend(const MoeConfig& config, const MoeWeights& weights, const LayerOptions& options);
-  ~LayerBackend();
   LayerBackend(const LayerBackend&) = delete;
   LayerBackend& operator=(const LayerBackend&) = delete;
 
-  std::size_t workspace_bytes() const { return plan_.bytes; }
+  int device() const { return device_; }
+  Layout layout_for(std::int64_t tokens) const { return plan_.layout_for(tokens); }
+  // What every forward of at most `tokens` tokens needs.
+  std::size_t workspace_bytes_for(std::int64_t tokens) const;
+  // The workspace allocated at construction ({nullptr, 0} without own_workspace).
+  Workspace owned_workspace() const { return {workspace_.get(), owned_bytes_}; }
   // Benchmarks: events to record at the stage boundaries of later forwards (null: none). The
-  // caller keeps them alive while set.
+  // caller keeps them alive while set, and runs one forward at a time while they are.
   void set_stage_events(const StageEvents* events) { stage_events_ = events; }
-  Layout layout_for(std::int64_t tokens) const;
 
-  // All tensors on the device; enqueued on `stream`, no synchronization. The launch sequence
-  // depends on T only (never on the routing), so a forward can be captured in a CUDA graph and
-  // replayed with new inputs of the same T.
-  void forward(const TensorView& hidden, const TensorView& router_logits, const TensorView& out,
-               cudaStream_t stream);
-  void forward_routed(const TensorView& hidden, const TensorView& topk_ids,
-                      const TensorView& topk_weights, const TensorView& out, cudaStream_t stream);
+  // All tensors on the layer's device; enqueued on `stream` in `workspace`, no allocation, no
+  // synchronization, no state written. The launch sequence depends on T only (never on the
+  // routing), so a forward can be captured in a CUDA graph and replayed with new inputs of the
+  // same T.
+  void forward(const HiddenStates& hidden, const TensorView& router_logits, const TensorView& out,
+               cudaStream_t stream, const Workspace& workspace) const;
+  void forward_routed(const HiddenStates& hidden, const TopKRouting& routing, const TensorView& out,
+                      cudaStream_t stream, const Workspace& workspace) const;
+  // The same in the owned workspace (benchmarks).
+  void forward(const HiddenStates& hidden, const TensorView& router_logits, const TensorView& out,
+               cudaStream_t stream) const {
+    forward(hidden, router_logits, out, stream, owned_workspace());
+  }
 
  private:
-  void check_io(const TensorView& hidden, const TensorView& out) const;
+  // Checks hidden (bf16, or pre-quantized FP8) and out; returns T.
+  std::int64_t check_io(const HiddenStates& hidden, const TensorView& out) const;
+  // Rejects a workspace too small or misaligned for a forward of T tokens.
+  void check_workspace(const Workspace& workspace, const Arena& arena, std::int64_t tokens) const;
+  // The stages after routing, in the workspace at `base` laid out as `arena`.
+  void run_routed(const HiddenStates& hidden, const TopKRouting& routing, const TensorView& out,
+                  cudaStream_t stream, std::byte* base, const Arena& arena) const;
   // Records the event of boundary `index` (a Stage, or kNumStages for the end) when set.
   void mark(int index, cudaStream_t stream) const;
 
@@ -67,7 +73,15 @@ class LayerBackend {
   MoeWeights weights_;
   LayerOptions options_;
   WorkspacePlan plan_;
-  void* workspace_ = nullptr;
+  int device_ = 0;
+  int local_experts_ = 0;
+  Device tensor_device_;
+  DeviceBuffer expert_map_;  // [E] i32, only with config.expert_map
+  struct FreeDevice {
+    void operator()(void* p) const;
+  };
+  std::unique_ptr<void, FreeDevice> workspace_;  // own_workspace only
+  std::size_t owned_bytes_ = 0;
   const StageEvents* stage_events_ = nullptr;
 };
 

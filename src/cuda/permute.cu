@@ -6,7 +6,8 @@
 //   3. positions: per chunk, each slot's rank among the chunk's earlier slots of its expert
 //                 (warp match + per-warp counts) -> src2dst; contiguous: segment starts (a block
 //                 scan of padded counts) and m_indices for every row of the capacity.
-//   4. gather:    per token, the row quantized once (FP8 1x128) or copied (BF16) to its k rows.
+//   4. gather:    per token, the row quantized once (FP8 1x128) or copied (BF16, or FP8 the caller
+//                 quantized, with its scales) to its k rows.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -22,12 +23,9 @@ namespace moerun::cuda {
 
 namespace {
 
-constexpr int kChunk = 256;  // slots per chunk = threads of the count and positions kernels
+constexpr int kChunk =
+    kPermuteChunk;  // slots per chunk = threads of the count and positions kernels
 constexpr int kWarps = kChunk / 32;
-
-std::int64_t num_chunks(std::int64_t slots) {
-  return std::max<std::int64_t>(1, ceil_div<std::int64_t>(slots, kChunk));
-}
 
 // Exclusive scan of one int per thread over a block of kChunk threads; `total` gets the sum.
 // `warp_sums` is shared scratch of kWarps ints. Ends with a barrier, so it can run in a loop.
@@ -196,8 +194,9 @@ __global__ void __launch_bounds__(kChunk) permute_positions_kernel(PositionsPara
 }
 
 struct GatherParams {
-  const std::uint16_t* hidden;  // [T, H] bf16
-  const int* src2dst;           // [T, k]
+  const void* hidden;         // [T, H] bf16, or fp8 e4m3 (pre-quantized)
+  const float* hidden_scale;  // pre-quantized only: [T, H / 128]
+  const int* src2dst;         // [T, k]
   long long tokens;
   int top_k;
   int hidden_size;
@@ -209,9 +208,17 @@ struct GatherParams {
 constexpr int kGatherThreads = 128;
 constexpr int kGatherColumns = kGatherThreads * 8;
 
+// What the gather does with a token row on its way to the permuted rows.
+enum class Gather {
+  kQuantizeBf16,  // bf16 in, FP8 1x128 out (FP8 weights)
+  kCopyBf16,      // bf16 in and out (BF16 weights)
+  kCopyFp8,       // pre-quantized fp8 + scales in, copied as they are (FP8 weights)
+};
+
 // 4. Launch: grid (ceil(H / 1024), min(T, 65535)), kGatherThreads threads, each 8 columns
-// (one 16-byte load); tokens stride by gridDim.y. FP8: 16 lanes share a 128-column group.
-template <bool kFp8>
+// (one 16-byte bf16 or 8-byte fp8 load); tokens stride by gridDim.y. FP8: 16 lanes share a
+// 128-column group; lane 0 of the 16 writes its scale.
+template <Gather kMode>
 __global__ void __launch_bounds__(kGatherThreads) permute_gather_kernel(GatherParams p) {
   const int column = (blockIdx.x * kGatherThreads + threadIdx.x) * 8;
   const bool active = column < p.hidden_size;
@@ -220,29 +227,45 @@ __global__ void __launch_bounds__(kGatherThreads) permute_gather_kernel(GatherPa
     bool any = false;
     for (int j = 0; j < p.top_k; ++j) any |= dst[j] >= 0;
     if (!any) continue;  // uniform over the block
-    uint4 v = make_uint4(0, 0, 0, 0);
-    if (active) v = *reinterpret_cast<const uint4*>(p.hidden + t * p.hidden_size + column);
-    if constexpr (kFp8) {
-      float x[8];
-      unpack_bf16x8(v, x);
-      float scale;
-      std::uint32_t words[2];
-      quantize_fp8_group(x, scale, words);  // all lanes: full-mask shuffles
-      const uint2 codes = make_uint2(words[0], words[1]);
-      for (int j = 0; j < p.top_k; ++j) {
-        const int row = dst[j];
-        if (row < 0 || !active) continue;
-        auto* out = static_cast<std::uint8_t*>(p.out) + static_cast<long long>(row) * p.hidden_size;
-        *reinterpret_cast<uint2*>(out + column) = codes;
-        if (threadIdx.x % 16 == 0) p.scales[p.scale_layout.index(row, column / 128)] = scale;
+    if constexpr (kMode == Gather::kCopyBf16) {
+      uint4 v = make_uint4(0, 0, 0, 0);
+      if (active) {
+        v = *reinterpret_cast<const uint4*>(static_cast<const std::uint16_t*>(p.hidden) +
+                                            t * p.hidden_size + column);
       }
-    } else {
       for (int j = 0; j < p.top_k; ++j) {
         const int row = dst[j];
         if (row < 0 || !active) continue;
         auto* out =
             static_cast<std::uint16_t*>(p.out) + static_cast<long long>(row) * p.hidden_size;
         *reinterpret_cast<uint4*>(out + column) = v;
+      }
+    } else {
+      uint2 codes = make_uint2(0, 0);
+      float scale = 0.0f;
+      if constexpr (kMode == Gather::kQuantizeBf16) {
+        uint4 v = make_uint4(0, 0, 0, 0);
+        if (active) {
+          v = *reinterpret_cast<const uint4*>(static_cast<const std::uint16_t*>(p.hidden) +
+                                              t * p.hidden_size + column);
+        }
+        float x[8];
+        unpack_bf16x8(v, x);
+        std::uint32_t words[2];
+        quantize_fp8_group(x, scale, words);  // all lanes: full-mask shuffles
+        codes = make_uint2(words[0], words[1]);
+      } else if (active) {
+        codes = *reinterpret_cast<const uint2*>(static_cast<const std::uint8_t*>(p.hidden) +
+                                                t * p.hidden_size + column);
+        // The input's scales are token-major [T, H / 128] (as engines pass them).
+        if (threadIdx.x % 16 == 0) scale = p.hidden_scale[t * (p.hidden_size / 128) + column / 128];
+      }
+      for (int j = 0; j < p.top_k; ++j) {
+        const int row = dst[j];
+        if (row < 0 || !active) continue;
+        auto* out = static_cast<std::uint8_t*>(p.out) + static_cast<long long>(row) * p.hidden_size;
+        *reinterpret_cast<uint2*>(out + column) = codes;
+        if (threadIdx.x % 16 == 0) p.scales[p.scale_layout.index(row, column / 128)] = scale;
       }
     }
   }
@@ -252,25 +275,12 @@ bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 
 
 }  // namespace
 
-std::int64_t contiguous_capacity(std::int64_t tokens, std::int64_t top_k, int num_local_experts) {
-  const std::int64_t slots = tokens * top_k;
-  const std::int64_t upper =
-      slots + std::min<std::int64_t>(slots, num_local_experts) * (kPermuteAlignment - 1);
-  return upper / kPermuteAlignment * kPermuteAlignment;  // m_sum is a multiple of 128 <= upper
-}
-
-std::size_t permute_workspace_bytes(std::int64_t tokens, std::int64_t top_k,
-                                    int num_local_experts) {
-  return static_cast<std::size_t>(num_chunks(tokens * top_k)) *
-         static_cast<std::size_t>(num_local_experts) * sizeof(int);
-}
-
-void permute(const TensorView& hidden, const TensorView& local_ids, int num_local_experts,
+void permute(const HiddenStates& hidden, const TensorView& local_ids, int num_local_experts,
              DType weight_dtype, const PermuteOutputs& out, void* workspace,
              std::size_t workspace_bytes, cudaStream_t stream) {
-  check_arg(hidden.ndim() == 2, "hidden_states rank", "2 ([T, H])", hidden.ndim());
-  const std::int64_t tokens = hidden.size(0), h = hidden.size(1);
-  check_tensor(hidden, "hidden_states", DType::kBF16, {tokens, h}, DeviceType::kCuda);
+  check_arg(hidden.data.ndim() == 2, "hidden_states rank", "2 ([T, H])", hidden.data.ndim());
+  const std::int64_t tokens = hidden.data.size(0), h = hidden.data.size(1);
+  const bool prequantized = hidden.prequantized();
   check_arg(local_ids.ndim() == 2, "local_ids rank", "2 ([T, k])", local_ids.ndim());
   const std::int64_t k = local_ids.size(1);
   check_tensor(local_ids, "local_ids", DType::kI32, {tokens, k}, DeviceType::kCuda);
@@ -282,6 +292,15 @@ void permute(const TensorView& hidden, const TensorView& local_ids, int num_loca
             dtype_name(weight_dtype));
   check_arg(h % (fp8 ? kQuantGroup : 8) == 0, "hidden_size",
             fp8 ? "a multiple of 128 for FP8 weights" : "a multiple of 8", h);
+  if (prequantized) {
+    check_arg(fp8, "hidden_states dtype", "bf16 (pre-quantized FP8 input needs FP8 weights)",
+              dtype_name(hidden.data.dtype()));
+    check_tensor(hidden.data, "hidden_states", DType::kFP8E4M3, {tokens, h}, DeviceType::kCuda);
+    check_tensor(hidden.scale, "hidden_states scale", DType::kF32, {tokens, h / kQuantGroup},
+                 DeviceType::kCuda);
+  } else {
+    check_tensor(hidden.data, "hidden_states", DType::kBF16, {tokens, h}, DeviceType::kCuda);
+  }
   const DType act_dtype = fp8 ? DType::kFP8E4M3 : DType::kBF16;
   const bool masked = out.layout == Layout::kMasked;
   check_tensor(out.masked_m, "masked_m", DType::kI32, {num_local_experts}, DeviceType::kCuda);
@@ -317,14 +336,14 @@ void permute(const TensorView& hidden, const TensorView& local_ids, int num_loca
   check_arg(fp8 || !out.scales.defined(), "permuted scales", "none for BF16 weights",
             "a scale tensor");
   check_arg(rows < (std::int64_t{1} << 31), "permuted rows", "< 2^31", rows);
-  check_arg(aligned16(hidden.data()) && aligned16(out.tokens.data()), "hidden/permuted tokens",
+  check_arg(aligned16(hidden.data.data()) && aligned16(out.tokens.data()), "hidden/permuted tokens",
             "16-byte aligned device pointers", "a misaligned pointer");
   const std::size_t needed_ws = permute_workspace_bytes(tokens, k, num_local_experts);
   check_arg(workspace != nullptr && workspace_bytes >= needed_ws, "permute workspace",
             ">= " + std::to_string(needed_ws) + " bytes", workspace_bytes);
 
   const long long slots = tokens * k;
-  const int chunks = static_cast<int>(num_chunks(slots));
+  const int chunks = static_cast<int>(permute_chunks(slots));
   auto* chunk_counts = static_cast<int*>(workspace);
   const int* ids = local_ids.data_as<const int>();
   const size_t hist_smem = static_cast<size_t>(num_local_experts) * sizeof(int);
@@ -361,7 +380,8 @@ void permute(const TensorView& hidden, const TensorView& local_ids, int num_loca
 
   if (tokens == 0) return;
   GatherParams gp{};
-  gp.hidden = static_cast<const std::uint16_t*>(hidden.data());
+  gp.hidden = hidden.data.data();
+  gp.hidden_scale = prequantized ? hidden.scale.data_as<const float>() : nullptr;
   gp.src2dst = out.src2dst.data_as<const int>();
   gp.tokens = tokens;
   gp.top_k = static_cast<int>(k);
@@ -371,10 +391,12 @@ void permute(const TensorView& hidden, const TensorView& local_ids, int num_loca
   gp.scale_layout = {masked ? m_max : rows, h / kQuantGroup};
   const dim3 grid(static_cast<unsigned>(ceil_div<std::int64_t>(h, kGatherColumns)),
                   static_cast<unsigned>(std::min<std::int64_t>(tokens, 65535)));
-  if (fp8) {
-    permute_gather_kernel<true><<<grid, kGatherThreads, 0, stream>>>(gp);
+  if (prequantized) {
+    permute_gather_kernel<Gather::kCopyFp8><<<grid, kGatherThreads, 0, stream>>>(gp);
+  } else if (fp8) {
+    permute_gather_kernel<Gather::kQuantizeBf16><<<grid, kGatherThreads, 0, stream>>>(gp);
   } else {
-    permute_gather_kernel<false><<<grid, kGatherThreads, 0, stream>>>(gp);
+    permute_gather_kernel<Gather::kCopyBf16><<<grid, kGatherThreads, 0, stream>>>(gp);
   }
   MOERUN_CUDA_CHECK_LAUNCH();
 }

@@ -7,15 +7,12 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "cuda/permute_shape.h"  // kPermuteAlignment, contiguous_capacity, workspace bytes
 #include "moerun/config.h"
+#include "moerun/forward.h"
 #include "moerun/tensor.h"
 
 namespace moerun::cuda {
-
-// Row block of the GEMMs: M_max is a multiple of it and contiguous segments are padded to it.
-inline constexpr std::int64_t kPermuteAlignment = 128;
-// Local experts the permute kernels handle (shared-memory histograms of E_l ints x 9).
-inline constexpr int kPermuteMaxLocalExperts = 1024;
 
 // Where permute writes; all device views, preallocated by the caller.
 struct PermuteOutputs {
@@ -33,19 +30,14 @@ struct PermuteOutputs {
   TensorView src2dst;    // [T, k] i32: row of each (token, slot), -1 when skipped
 };
 
-// Rows a contiguous layout of T tokens can need: each non-empty expert pads to 128 rows.
-std::int64_t contiguous_capacity(std::int64_t tokens, std::int64_t top_k, int num_local_experts);
-
-// Scratch bytes permute needs for T tokens.
-std::size_t permute_workspace_bytes(std::int64_t tokens, std::int64_t top_k, int num_local_experts);
-
-// hidden [T, H] bf16 and local_ids [T, k] i32 in [-1, E_l) (device) -> `out`.
+// hidden [T, H] (bf16; or, FP8 weights only, pre-quantized fp8_e4m3 with its [T, H / 128] f32
+// scales, copied as they are) and local_ids [T, k] i32 in [-1, E_l) (device) -> `out`.
 // The ids must be distinct per token (as the oracle checks); this is not validated on the
 // device. An id outside [-1, E_l), or a masked row that would land at or past M_max (only
 // possible with duplicate ids), is skipped (src2dst -1) rather than written out of bounds.
 // Launch sequence: 3 small kernels (count, scan, positions) + the gather; grid sizes depend on T
 // and the capacity only, never on the routing, so the whole stage is CUDA-graph capturable.
-void permute(const TensorView& hidden, const TensorView& local_ids, int num_local_experts,
+void permute(const HiddenStates& hidden, const TensorView& local_ids, int num_local_experts,
              DType weight_dtype, const PermuteOutputs& out, void* workspace,
              std::size_t workspace_bytes, cudaStream_t stream);
 

@@ -18,6 +18,7 @@
 
 #include "core/portable_math.h"
 #include "cuda/cuda_check.h"
+#include "cuda/per_device.h"
 #include "cuda/routing.h"
 #include "moerun/errors.h"
 
@@ -277,20 +278,19 @@ constexpr size_t grouped_smem_bytes() {
   return static_cast<size_t>(kWarps) * kSlots * kWarpSize * 8;
 }
 
-// Blocks of route_kernel<kSlots> resident on the device at once, counted with the grouped mode's
-// shared memory so that the cached value holds for both modes (cached per slot count; not a
-// stream operation, so later calls can be captured).
+// Blocks of route_kernel<kSlots> resident on the current device at once, counted with the grouped
+// mode's shared memory so that the cached value holds for both modes (cached per slot count and
+// device, cuda/per_device.h).
 template <int kSlots>
 int resident_blocks() {
-  static const int count = [] {
-    int device = 0, sms = 0, per_sm = 0;
-    MOERUN_CUDA_CHECK(cudaGetDevice(&device));
+  static PerDevice<int> cache;
+  return cache.get([](int device) {
+    int sms = 0, per_sm = 0;
     MOERUN_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
     MOERUN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
         &per_sm, route_kernel<kSlots>, kThreads, grouped_smem_bytes<kSlots>()));
     return sms * std::max(per_sm, 1);
-  }();
-  return count;
+  });
 }
 
 template <int kSlots>

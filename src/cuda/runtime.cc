@@ -44,5 +44,19 @@ std::string device_unavailable_reason() {
   return {};
 }
 
+int current_device() {
+  int device = 0;
+  MOERUN_CUDA_CHECK(cudaGetDevice(&device));
+  return device;
+}
+
+ScopedDevice::ScopedDevice(int device) : previous_(current_device()), device_(device) {
+  if (device_ != previous_) MOERUN_CUDA_CHECK(cudaSetDevice(device_));
+}
+
+ScopedDevice::~ScopedDevice() {
+  if (device_ != previous_) cudaSetDevice(previous_);  // no throw from a destructor
+}
+
 }  // namespace cuda
 }  // namespace moerun

@@ -60,7 +60,8 @@ TEST(MoeConfig, RejectsEpSizeThatDoesNotDivideExperts) {
   MoeConfig c = model_preset("small");
   c.ep_size = 3;
   EXPECT_EQ(validation_error(c),
-            "moerun: invalid ep_size: expected a divisor of num_experts (32), got 3");
+            "moerun: invalid ep_size: expected a divisor of num_experts (32), or an expert_map for "
+            "other placements, got 3");
   c.ep_size = 4;
   c.ep_rank = 4;
   EXPECT_EQ(validation_error(c),

@@ -26,6 +26,20 @@ TEST(Combine, HandChecked) {
   EXPECT_FLOAT_EQ(out.data<float>()[3], 40.0f);
 }
 
+TEST(Combine, OutputScaleMultipliesTheFp32SumBeforeRounding) {
+  // 1 + 2^-8 is a bf16 tie that rounds to 1; times 3 it is 3 + 3 * 2^-8, which rounds up to the
+  // bf16 3.015625. Scaling after the rounding would give 3.
+  const HostTensor down = test::make_bf16(2, 1, {1.0f, 0.00390625f});
+  const HostTensor src2dst = test::make_i32(1, 2, {0, 1});
+  const HostTensor weights = test::make_f32(1, 2, {1.0f, 1.0f});
+  HostTensor out(DType::kBF16, {1, 1});
+  combine(down.view(), src2dst.view(), weights.view(), out.view());
+  EXPECT_EQ(bf16_to_float(out.data<bf16>()[0]), 1.0f);
+  test::poison(out);
+  combine(down.view(), src2dst.view(), weights.view(), out.view(), 3.0f);
+  EXPECT_EQ(bf16_to_float(out.data<bf16>()[0]), 3.015625f);
+}
+
 TEST(Combine, TokenWithoutLocalSlotsGetsZeros) {
   const HostTensor down = test::make_bf16(1, 4, {1, 2, 3, 4});
   const HostTensor src2dst = test::make_i32(1, 2, {-1, -1});

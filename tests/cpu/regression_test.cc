@@ -32,7 +32,7 @@ TEST(Regression, TokensRoutedToLocalExpertZeroContribute) {
     c.routing.ids.data<int>()[t * 2] = 8;
     c.routing.ids.data<int>()[t * 2 + 1] = 3;  // owned by rank 0
   }
-  const HostTensor local = map_to_local(c.routing.ids.view(), 16, 2, 1);
+  const HostTensor local = map_to_local(c.routing.ids.view(), config.local_expert_map());
   EXPECT_EQ(local.data<int>()[0], 0);
   EXPECT_EQ(local.data<int>()[1], -1);
 

@@ -12,10 +12,10 @@ namespace moerun::test {
 namespace {
 
 void check_combine(std::int64_t tokens, std::int64_t hidden, DType out_dtype, bool all_skipped,
-                   bool wait) {
+                   bool wait, float output_scale = 1.0f) {
   SCOPED_TRACE("T " + std::to_string(tokens) + ", H " + std::to_string(hidden) + ", " +
                std::string(dtype_name(out_dtype)) + (all_skipped ? ", all skipped" : "") +
-               (wait ? ", overlap wait" : ""));
+               (wait ? ", overlap wait" : "") + ", output scale " + std::to_string(output_scale));
   const std::uint64_t seed = fresh_seed();
   constexpr int kTopK = 5;
   constexpr std::int64_t kMMax = 128;
@@ -31,7 +31,7 @@ void check_combine(std::int64_t tokens, std::int64_t hidden, DType out_dtype, bo
   }
   if (tokens > 0 && !all_skipped) src2dst.data<int>()[0] = 0;  // row 0: local expert 0's first row
   HostTensor expected(out_dtype, {tokens, hidden});
-  cpu::combine(down.view(), src2dst.view(), weights.view(), expected.view());
+  cpu::combine(down.view(), src2dst.view(), weights.view(), expected.view(), output_scale);
 
   const DeviceTensor d_down = DeviceTensor::from_host(down.view());
   const DeviceTensor d_src2dst = DeviceTensor::from_host(src2dst.view());
@@ -44,10 +44,12 @@ void check_combine(std::int64_t tokens, std::int64_t hidden, DType out_dtype, bo
     for (std::int64_t i = 0; i < counters.numel(); ++i) counters.data<int>()[i] = kThreshold;
     const DeviceTensor d_counters = DeviceTensor::from_host(counters.view());
     const cuda::CombineWait w{d_counters.view(), kMMax, kBlockM, kThreshold};
-    cuda::combine(d_down.view(), d_src2dst.view(), d_weights.view(), out.view(), &w, nullptr);
+    cuda::combine(d_down.view(), d_src2dst.view(), d_weights.view(), out.view(), output_scale, &w,
+                  nullptr);
     MOERUN_CUDA_CHECK(cudaDeviceSynchronize());
   } else {
-    cuda::combine(d_down.view(), d_src2dst.view(), d_weights.view(), out.view(), nullptr, nullptr);
+    cuda::combine(d_down.view(), d_src2dst.view(), d_weights.view(), out.view(), output_scale,
+                  nullptr, nullptr);
   }
   const HostTensor got = out.to_host();
   EXPECT_EQ(std::memcmp(got.view().data(), expected.view().data(), got.nbytes()), 0);
@@ -62,6 +64,15 @@ TEST(CudaCombine, MatchesOracleBitwise) {
     }
     check_combine(77, 1024, out_dtype, /*all_skipped=*/true, false);
   }
+}
+
+// The output scale multiplies the fp32 sum before the one rounding, as the oracle does.
+TEST(CudaCombine, OutputScaleMatchesOracleBitwise) {
+  MOERUN_REQUIRE_GPU();
+  for (DType out_dtype : {DType::kBF16, DType::kF32}) {
+    for (float scale : {2.5f, 0.37f}) check_combine(129, 1024, out_dtype, false, false, scale);
+  }
+  check_combine(300, 512, DType::kBF16, false, /*wait=*/true, 2.5f);
 }
 
 TEST(CudaCombine, OverlapWaitPassesThrough) {

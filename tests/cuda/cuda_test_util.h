@@ -36,9 +36,7 @@ namespace moerun::test {
 // kernel forgot to write can never pass a comparison.
 inline constexpr int kPoison = 0xFF;
 
-inline const Device kCudaDevice{DeviceType::kCuda, 0};
-
-// An owning device buffer with a TensorView over it; starts poisoned.
+// An owning buffer on the current device with a TensorView over it; starts poisoned.
 class DeviceTensor {
  public:
   DeviceTensor() = default;
@@ -46,7 +44,7 @@ class DeviceTensor {
     const TensorView sized(nullptr, dtype, shape);
     bytes_ = sized.nbytes();
     MOERUN_CUDA_CHECK(cudaMalloc(&data_, bytes_ > 0 ? bytes_ : 1));
-    view_ = TensorView(data_, dtype, shape, kCudaDevice);
+    view_ = TensorView(data_, dtype, shape, {DeviceType::kCuda, cuda::current_device()});
     poison();
   }
   ~DeviceTensor() {
@@ -87,7 +85,7 @@ class DeviceTensor {
   const TensorView& view() const { return view_; }
   // The same memory seen with another shape (same element count or fewer).
   TensorView reshaped(const Shape& shape) const {
-    return TensorView(data_, view_.dtype(), shape, kCudaDevice);
+    return TensorView(data_, view_.dtype(), shape, view_.device());
   }
 
  private:

@@ -41,7 +41,8 @@ TEST(CudaEpNccl, OneRankGroupMatchesSingleRankLayer) {
                      std::to_string(static_cast<int>(layout)));
         cuda::LayerBackend single(config, weights.view(), {Backend::kCuda, layout, 37, false, 0});
         DeviceTensor want(DType::kBF16, {37, config.hidden_size});
-        single.forward_routed(hidden.view(), ids.view(), topk_weights.view(), want.view(), nullptr);
+        single.forward_routed(hidden.view(), TopKRouting{ids.view(), topk_weights.view()},
+                              want.view(), nullptr, single.owned_workspace());
         EpOptions options;
         options.backend = backend;
         options.layout = layout;

@@ -158,7 +158,8 @@ struct Problem {
     if (tokens > 0) {
       const DeviceTensor dh = DeviceTensor::from_host(h), di = DeviceTensor::from_host(i),
                          dw = DeviceTensor::from_host(w);
-      layer.forward_routed(dh.view(), di.view(), dw.view(), out.view(), nullptr);
+      layer.forward_routed(dh.view(), TopKRouting{di.view(), dw.view()}, out.view(), nullptr,
+                           layer.owned_workspace());
     }
     return out.to_host();
   }

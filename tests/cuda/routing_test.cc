@@ -10,6 +10,7 @@
 #include "cuda/dispatch.h"
 #include "cuda/routing.h"
 #include "cuda_test_util.h"
+#include "moerun/expert_map.h"
 
 namespace moerun::test {
 namespace {
@@ -102,17 +103,33 @@ TEST(CudaDispatch, MapsToLocalIncludingExpertZero) {
   constexpr int kExperts = 64, kTopK = 8;
   for (std::int64_t tokens : {1, 129, 3000}) {
     HostTensor ids = random_local_ids(tokens, kTopK, kExperts, 0.1, seed);  // global ids here
-    ids.data<int>()[0] = 16;  // rank 1's local expert 0
+    ids.data<int>()[0] =
+        16;  // rank 1's local expert 0 (contiguous), rank 0's local 4 (round robin)
     for (int ep_rank : {0, 1, 3}) {
-      SCOPED_TRACE("T " + std::to_string(tokens) + ", rank " + std::to_string(ep_rank));
-      const HostTensor expected = cpu::map_to_local(ids.view(), kExperts, 4, ep_rank);
-      const DeviceTensor d_ids = DeviceTensor::from_host(ids.view());
-      DeviceTensor local(DType::kI32, {tokens, kTopK});
-      cuda::map_to_local(d_ids.view(), kExperts, 4, ep_rank, local.view(), nullptr);
-      const HostTensor got = local.to_host();
-      EXPECT_EQ(std::memcmp(got.view().data(), expected.view().data(), got.nbytes()), 0);
-      if (ep_rank == 1) {
-        EXPECT_EQ(got.data<int>()[0], 0);
+      // Contiguous placement by arithmetic, and an arbitrary placement through a device map.
+      for (bool round_robin : {false, true}) {
+        SCOPED_TRACE("T " + std::to_string(tokens) + ", rank " + std::to_string(ep_rank) +
+                     (round_robin ? ", round-robin map" : ", contiguous"));
+        const std::vector<std::int32_t> map = round_robin
+                                                  ? round_robin_expert_map(kExperts, 4, ep_rank)
+                                                  : contiguous_expert_map(kExperts, 4, ep_rank);
+        const HostTensor expected = cpu::map_to_local(ids.view(), map);
+        const DeviceTensor d_ids = DeviceTensor::from_host(ids.view());
+        const TensorView host_map(const_cast<std::int32_t*>(map.data()), DType::kI32, {kExperts});
+        const DeviceTensor d_map = DeviceTensor::from_host(host_map);
+        DeviceTensor local(DType::kI32, {tokens, kTopK});
+        const cuda::LocalExperts experts =
+            round_robin ? cuda::LocalExperts{kExperts, d_map.view(), 0, kExperts / 4}
+                        : cuda::LocalExperts{kExperts, {}, ep_rank * kExperts / 4, kExperts / 4};
+        cuda::map_to_local(d_ids.view(), experts, local.view(), nullptr);
+        const HostTensor got = local.to_host();
+        EXPECT_EQ(std::memcmp(got.view().data(), expected.view().data(), got.nbytes()), 0);
+        if (ep_rank == 1 && !round_robin) {
+          EXPECT_EQ(got.data<int>()[0], 0);
+        }
+        if (ep_rank == 0 && round_robin) {
+          EXPECT_EQ(got.data<int>()[0], 4);
+        }
       }
     }
   }

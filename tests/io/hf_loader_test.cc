@@ -58,7 +58,7 @@ TEST_P(LoadFamily, EqualsTheCheckpointPackedByHand) {
   const HfCheckpoint ckpt(dir.path());
   const LoadedMoeLayer loaded = load_moe_layer(ckpt, GetParam().layer);
   expect_layer_equals_reference(loaded, test::reference_layer(f, GetParam().layer));
-  loaded.weights().validate(loaded.config, loaded.config.num_experts, DeviceType::kCpu);
+  loaded.weights().validate(loaded.config, loaded.config.num_experts, Device{});
   EXPECT_EQ(loaded.stats.total_bytes(), loaded.info.total_bytes());
 }
 

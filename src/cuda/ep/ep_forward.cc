@@ -15,6 +15,7 @@
 #include "cuda/ep/route.h"
 #include "cuda/ep/sync.h"
 #include "cuda/gemm_shape.h"
+#include "cuda/layer.h"
 #include "moerun/errors.h"
 
 namespace moerun::cuda::ep {
@@ -147,14 +148,13 @@ void EpLayerBackend::forward_all_to_all(std::span<const EpRankIO> io, cudaStream
     const TensorView returned(r.ctx.window + window_.returned, DType::kBF16, {tokens * k, h},
                               kDevice);
     const TensorView src2dst(r.combine_src2dst, DType::kI32, {tokens, k}, kDevice);
-    combine(returned, src2dst, io[i].topk_weights, io[i].out, nullptr, stream);
+    combine(returned, src2dst, io[i].topk_weights, io[i].out, config_.output_scale, nullptr,
+            stream);
   }
 }
 
 void EpLayerBackend::forward_standard(std::span<const EpRankIO> io, cudaStream_t stream) {
-  const int k = config_.top_k();
   const std::int64_t h = config_.hidden_size;
-  const PlacementTables& tables = tables_;
   const bool collectives = transport_->has_collectives();
   const int ranks = transport_->num_ranks();
   const std::int64_t tokens = io[0].hidden.size(0);
@@ -163,15 +163,14 @@ void EpLayerBackend::forward_standard(std::span<const EpRankIO> io, cudaStream_t
     begin_forward(r.ctx, stream);
     // The peers must be done reading this rank's previous partial before it is overwritten.
     if (!collectives) wait_peers(r.ctx, Phase::kReduced, -1, stream);
-    to_contiguous_ids(tables, io[i].topk_ids.data_as<const int>(), tokens * k, r.contiguous_ids,
-                      stream);
   }
   mark(1, stream);
   for (std::size_t i = 0; i < io.size(); ++i) {
     Rank& r = *ranks_[i];
-    const TensorView ids(r.contiguous_ids, DType::kI32, {tokens, k}, kDevice);
     const TensorView partial(r.ctx.window + window_.partial, DType::kF32, {tokens, h}, kDevice);
-    r.standard->forward_routed(io[i].hidden, ids, io[i].topk_weights, partial, stream);
+    // The rank's own layer maps the global ids through the rank's expert_map.
+    r.standard->forward_routed(io[i].hidden, TopKRouting{io[i].topk_ids, io[i].topk_weights},
+                               partial, stream, r.standard->owned_workspace());
     if (!collectives) signal_peers(r.ctx, Phase::kPartial, stream);
   }
   mark(2, stream);

@@ -97,7 +97,17 @@ EpLayerBackend::EpLayerBackend(std::shared_ptr<Transport> transport, const MoeCo
   check_arg(!options.shard_output || !all_to_all, "shard_output",
             "the standard backend (all-to-all outputs are each source's own tokens)", "all-to-all");
 
-  const std::vector<std::vector<int>> maps = gather_maps(*transport_, options, config.num_experts);
+  // The placement: EpOptions::expert_maps, or config.expert_map for a process of one rank.
+  EpOptions with_maps = options;
+  if (!config.expert_map.empty()) {
+    check_arg(options.expert_maps.empty() && locals.size() == 1, "expert_map",
+              "in EpOptions::expert_maps (one per local rank), or in MoeConfig for one local rank",
+              "both, or MoeConfig's for several local ranks");
+    with_maps.expert_maps = {config.expert_map};
+  }
+  config_.expert_map.clear();  // each rank's own map is set where a rank's config is made
+  const std::vector<std::vector<int>> maps =
+      gather_maps(*transport_, with_maps, config.num_experts);
   placement_ = maps.empty() ? ExpertPlacement::contiguous(config.num_experts, ranks)
                             : ExpertPlacement::from_expert_maps(maps);
 
@@ -166,6 +176,8 @@ EpLayerBackend::EpLayerBackend(std::shared_ptr<Transport> transport, const MoeCo
 
   const std::int64_t slots = t_max * k;
   const bool overlap = all_to_all && options.overlap;
+  int device = 0;
+  MOERUN_CUDA_CHECK(cudaGetDevice(&device));
   for (std::size_t i = 0; i < locals.size(); ++i) {
     auto rank = std::make_unique<Rank>();
     rank->rank = locals[i];
@@ -177,9 +189,9 @@ EpLayerBackend::EpLayerBackend(std::shared_ptr<Transport> transport, const MoeCo
     const std::size_t gave_up_at = b.take(sizeof(int));
     std::size_t scratch_at = 0, slot_pos_at = 0, send_base_at = 0, masked_m_at = 0;
     std::size_t recv_start_at = 0, m_sum_at = 0, m_indices_at = 0, src2dst_at = 0;
-    std::size_t counters_at = 0, b_at = 0, act_at = 0, act_scale_at = 0, ids_at = 0;
+    std::size_t counters_at = 0, b_at = 0, act_at = 0, act_scale_at = 0;
     if (all_to_all) {
-      local_weights[i].validate(rank_config, local, DeviceType::kCuda);
+      local_weights[i].validate(rank_config, local, Device{DeviceType::kCuda, device});
       scratch_at = b.take(sizeof(int) * route_scratch_ints(slots, experts));
       slot_pos_at = b.take(sizeof(int) * slots);
       send_base_at = b.take(sizeof(int) * experts);
@@ -194,7 +206,7 @@ EpLayerBackend::EpLayerBackend(std::shared_ptr<Transport> transport, const MoeCo
       act_at = b.take(static_cast<std::size_t>(rows * inter) * act);
       act_scale_at = b.take(fp8 ? static_cast<std::size_t>(rows * (inter / kQuantGroup)) * 4 : 0);
     } else {
-      ids_at = b.take(sizeof(int) * slots);
+      rank_config.expert_map = placement_.expert_map(rank->rank);
       rank->standard = std::make_unique<LayerBackend>(
           rank_config, local_weights[i],
           LayerOptions{Backend::kCuda, options.layout, t_max, options.overlap, 0});
@@ -220,8 +232,6 @@ EpLayerBackend::EpLayerBackend(std::shared_ptr<Transport> transport, const MoeCo
       rank->gate_up_down = base + b_at;
       rank->activation = base + act_at;
       rank->activation_scales = fp8 ? reinterpret_cast<float*>(base + act_scale_at) : nullptr;
-    } else {
-      rank->contiguous_ids = at(ids_at);
     }
     RankContext& c = rank->ctx;
     c.rank = rank->rank;

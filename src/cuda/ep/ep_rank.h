@@ -22,7 +22,6 @@ struct EpLayerBackend::Rank {
   int *epoch = nullptr, *gave_up = nullptr, *scratch = nullptr, *slot_pos = nullptr;
   int *send_base = nullptr, *masked_m = nullptr, *recv_start = nullptr, *m_sum = nullptr;
   int *m_indices = nullptr, *combine_src2dst = nullptr, *counters = nullptr;
-  int* contiguous_ids = nullptr;
   void *gate_up_down = nullptr, *activation = nullptr;
   float* activation_scales = nullptr;
   std::unique_ptr<LayerBackend> standard;  // the standard backend's single-rank layer

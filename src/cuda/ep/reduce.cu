@@ -18,16 +18,6 @@ unsigned blocks_for(std::int64_t items) {
       std::clamp<std::int64_t>(ceil_div<std::int64_t>(items, kThreads), 1, 65535));
 }
 
-__global__ void contiguous_ids_kernel(PlacementTables p, const int* __restrict__ ids,
-                                      long long slots, int* __restrict__ out) {
-  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < slots;
-       i += static_cast<long long>(gridDim.x) * blockDim.x) {
-    const int g = ids[i];
-    // An id outside [-1, E) is skipped, as the single-rank mapping does.
-    out[i] = g >= 0 && g < p.num_experts ? p.owner[g] * p.local_experts + p.local_id[g] : -1;
-  }
-}
-
 __global__ void sum_kernel(RankContext c, std::size_t offset, long long first, long long vectors,
                            int hidden, std::uint16_t* __restrict__ out) {
   for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < vectors;
@@ -58,14 +48,6 @@ __global__ void round_kernel(const float* __restrict__ in, long long vectors,
 }
 
 }  // namespace
-
-void to_contiguous_ids(const PlacementTables& placement, const int* topk_ids, std::int64_t slots,
-                       int* out, cudaStream_t stream) {
-  if (slots == 0) return;
-  contiguous_ids_kernel<<<blocks_for(slots), kThreads, 0, stream>>>(placement, topk_ids, slots,
-                                                                    out);
-  MOERUN_CUDA_CHECK_LAUNCH();
-}
 
 void sum_partials(const RankContext& ctx, std::size_t partial_offset, std::int64_t first_row,
                   std::int64_t rows, int hidden_size, std::uint16_t* out, cudaStream_t stream) {

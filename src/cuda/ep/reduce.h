@@ -1,5 +1,5 @@
-// Standard backend (oracle cpu/ep_layer.h ep_forward_standard): the ids every rank's own layer
-// reads, and the reduction of the ranks' f32 partials.
+// Standard backend (oracle cpu/ep_layer.h ep_forward_standard): the reduction of the ranks' f32
+// partials.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -7,16 +7,9 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "cuda/ep/route.h"
 #include "cuda/ep/sync.h"
 
 namespace moerun::cuda::ep {
-
-// topk_ids [slots] global -> the ids the contiguous placement gives the same experts
-// (owner * E_l + local id; -1 stays -1), so that the single-rank layer's own id mapping finds
-// a rank's experts under any placement.
-void to_contiguous_ids(const PlacementTables& placement, const int* topk_ids, std::int64_t slots,
-                       int* out, cudaStream_t stream);
 
 // out [rows, H] bf16 = the sum over ranks 0..R-1, in rank order from 0.0f, of rows
 // [first_row, first_row + rows) of each rank's partial [T, H] f32 (at partial_offset in every

@@ -41,9 +41,8 @@
 #include <cuda.h>
 #include <cuda_runtime.h>
 
-#include <atomic>
-#include <cstdint>
 #include <algorithm>
+#include <cstdint>
 #include <type_traits>
 #include <utility>
 
@@ -58,6 +57,7 @@
 #include "cuda/gemm/sm90_params.h"
 #include "cuda/gemm/sm90_scheduler.cuh"
 #include "cuda/gemm/sm90_variants.h"
+#include "cuda/per_device.h"
 
 namespace moerun::cuda::sm90 {
 
@@ -153,13 +153,12 @@ struct GroupedGemmTraits {
   static constexpr int kSmemBBytes = BLOCK_N * 128;
   // FP8: the stage's activation scales (one per row).
   static constexpr int kSmemAScaleBytes = kFp8 ? BLOCK_M * 4 : 0;
-  // FP8: the stage's weight scales, two TMA boxes of 16 bytes, each 128-byte aligned as the copy
-  // engine requires of a destination.
-  static constexpr int kSmemBScaleBytes = kFp8 ? 256 : 0;
+  // FP8: the stage's two weight scales (of the tile's first and last 128-column blocks).
+  static constexpr int kSmemBScaleBytes = kFp8 ? 16 : 0;
   // The stage's StageInfo (its tile).
   static constexpr int kSmemInfoBytes = 16;
-  // TMA bytes per stage: A, B, and for FP8 the A scales and two 16-byte boxes of weight scales.
-  static constexpr int kStageTxBytes = kSmemABytes + kSmemBBytes + kSmemAScaleBytes + (kFp8 ? 32 : 0);
+  // TMA bytes per stage: A, B and, FP8, the A scales.
+  static constexpr int kStageTxBytes = kSmemABytes + kSmemBBytes + kSmemAScaleBytes;
   // Epilogue buffer per math warpgroup: the tile's 64-column atoms, or half of them when the
   // whole tile would cost a pipeline stage (BF16 N 256).
   static constexpr int kAtoms = (BLOCK_N + kAtomCols - 1) / kAtomCols;
@@ -230,9 +229,7 @@ struct RingPosition {
 // What the producer tells the math warps with each stage, beside its operands: the tile it
 // belongs to (read at a tile's first stage: the math warps never walk the scheduler themselves,
 // which keeps its state and divisions off their registers) and, FP8, the stage's weight scales of
-// the tile's first and last 128-column blocks, which come by TMA with the stage into their own
-// slot (16-byte boxes of 4 scales from the stage's K block on; element 0 is the one used): the
-// producer thread loading them itself waited an L2 round trip per stage. `expert`: kNoTilesLeft after the last tile,
+// the tile's first and last 128-column blocks (in their own slot, see produce()). `expert`: kNoTilesLeft after the last tile,
 // Tile::kDummy for a cluster peer's stages that carry nothing.
 inline constexpr int kNoTilesLeft = -1;  // StageInfo::expert after the last tile
 
@@ -259,20 +256,25 @@ struct SmemLayout {
   static constexpr int kUsedRowBlocks = kEmpty + Traits::kNumStages * 8;
   static_assert(sizeof(StageInfo) == Traits::kSmemInfoBytes, "one StageInfo per stage");
   static_assert(kC % 1024 == 0, "the epilogue's swizzled atoms are 1024-byte aligned");
-  static_assert(kAScale % 128 == 0 && kBScale % 128 == 0 && Traits::kSmemAScaleBytes % 128 == 0,
+  static_assert(kAScale % 128 == 0 && Traits::kSmemAScaleBytes % 128 == 0,
                 "TMA destinations 128-byte aligned");
   static_assert(kInfo % 16 == 0, "stage infos 16-byte aligned");
   static_assert(kUsedRowBlocks + 4 <= Traits::kSmemBytes, "the carve-up fits the allocation");
 };
 
-// The producer thread: walks the tiles and fills the stages, then hands the math warps one more
-// stage whose info says that no tiles are left. Shared memory by 32-bit window addresses
-// (`smem`: the base), so that it fits the 40 registers setmaxnreg leaves it.
+// The producer warp: walks the tiles and fills the stages (lane 0 issues the copies and the
+// arrivals), then hands the math warps one more stage whose info says that no tiles are left.
+// FP8 weight scales: every 32 K blocks the 32 lanes load the next 32 scales of each of the tile's
+// (at most two) 128-column blocks at once, and lane 0 takes its stage's from them by shuffle, so
+// that an L2 round trip is paid once per 32 stages and absorbed by the ring (one load per stage,
+// waited for before the stage's arrival, made the producer the bottleneck). Shared memory by
+// 32-bit window addresses (`smem`: the base), to fit the 40 registers setmaxnreg leaves.
 template <class Traits>
 __device__ __forceinline__ void produce(const GroupedGemmMaps& maps, const GroupedGemmParams& p,
                                         int used_row_blocks, std::uint32_t smem) {
   constexpr int BLOCK_M = Traits::BLOCK_M, BLOCK_N = Traits::BLOCK_N, BLOCK_K = Traits::BLOCK_K;
   using L = SmemLayout<Traits>;
+  const int lane = static_cast<int>(threadIdx.x) % 32;
   Scheduler<BLOCK_M, Traits::kClusterM> scheduler(used_row_blocks);
   RingPosition ring;
   Tile tile;
@@ -282,11 +284,14 @@ __device__ __forceinline__ void produce(const GroupedGemmMaps& maps, const Group
 #pragma unroll 1
       for (int kb = 0; kb < p.k_blocks; ++kb) {
         mbarrier_wait(smem + L::kEmpty + ring.stage * 8, ring.phase ^ 1);
-        asm volatile("st.shared.s32 [%0], %1;" ::"r"(smem + L::kInfo +
-                                                      ring.stage * Traits::kSmemInfoBytes),
-                     "r"(Tile::kDummy)
-                     : "memory");
-        mbarrier_arrive_expect_tx(smem + L::kFull + ring.stage * 8, 0);
+        if (lane == 0) {
+          asm volatile("st.shared.s32 [%0], %1;" ::"r"(smem + L::kInfo +
+                                                        ring.stage * Traits::kSmemInfoBytes),
+                       "r"(Tile::kDummy)
+                       : "memory");
+          mbarrier_arrive_expect_tx(smem + L::kFull + ring.stage * 8, 0);
+        }
+        __syncwarp();
         ring.advance<Traits::kNumStages>();
       }
       continue;
@@ -303,48 +308,67 @@ __device__ __forceinline__ void produce(const GroupedGemmMaps& maps, const Group
       b_scale0 = (tile.expert * blocks_n + first) * p.k_blocks;
       b_scale1 = (tile.expert * blocks_n + last) * p.k_blocks;
     }
+    float chunk0 = 0.0f, chunk1 = 0.0f;  // FP8: lane l's scales of K block 32 (kb / 32) + l
     // NOTE: not unrolled: the producer has 40 registers, and an unrolled loop spilled them.
 #pragma unroll 1
     for (int kb = 0; kb < p.k_blocks; ++kb) {
+      if constexpr (Traits::kIsFp8) {
+        if (kb % 32 == 0) {
+          const int k = kb + lane;
+          chunk0 = k < p.k_blocks ? __ldg(p.b_scale + b_scale0 + k) : 0.0f;
+          chunk1 = k < p.k_blocks ? __ldg(p.b_scale + b_scale1 + k) : 0.0f;
+        }
+      }
+      const float sb0 = __shfl_sync(0xffffffffu, chunk0, kb % 32);
+      const float sb1 = __shfl_sync(0xffffffffu, chunk1, kb % 32);
       mbarrier_wait(smem + L::kEmpty + ring.stage * 8, ring.phase ^ 1);
-      // Plain stores, published to the math warps by the arrival below (release semantics).
-      const std::uint32_t info = smem + L::kInfo + ring.stage * Traits::kSmemInfoBytes;
-      asm volatile("st.shared.v4.s32 [%0], {%1, %2, %3, %4};" ::"r"(info), "r"(tile.expert),
-                   "r"(tile.n_block), "r"(tile.a_row), "r"(valid_rows)
-                   : "memory");
-      const std::uint32_t bar = smem + L::kFull + ring.stage * 8;
-      mbarrier_arrive_expect_tx(bar, Traits::kStageTxBytes);
-      tma_load_3d(smem + L::kA + ring.stage * Traits::kSmemABytes, &maps.a, bar, kb * BLOCK_K,
-                  tile.a_row, a_group);
-      const std::uint32_t b_dst = smem + L::kB + ring.stage * Traits::kSmemBBytes;
-      if constexpr (Traits::kClusterM > 1) {
-        // B in halves: this CTA's half to both CTAs, or (not shared) both halves to this one.
-        constexpr int kHalf = Traits::kBRowsPerCta;
-        if (tile.multicast) {
-          const int rank = static_cast<int>(cluster_cta_rank());
-          tma_load_3d_multicast(b_dst + rank * kHalf * 128, &maps.b, bar, kb * BLOCK_K,
-                                n0 + rank * kHalf, tile.expert, 0b11);
+      if (lane == 0) {
+        // Plain stores, published to the math warps by the arrival below (release semantics).
+        const std::uint32_t info = smem + L::kInfo + ring.stage * Traits::kSmemInfoBytes;
+        asm volatile("st.shared.v4.s32 [%0], {%1, %2, %3, %4};" ::"r"(info), "r"(tile.expert),
+                     "r"(tile.n_block), "r"(tile.a_row), "r"(valid_rows)
+                     : "memory");
+        if constexpr (Traits::kIsFp8) {
+          asm volatile("st.shared.v2.f32 [%0], {%1, %2};" ::"r"(smem + L::kBScale +
+                                                                ring.stage *
+                                                                    Traits::kSmemBScaleBytes),
+                       "f"(sb0), "f"(sb1)
+                       : "memory");
+        }
+        const std::uint32_t bar = smem + L::kFull + ring.stage * 8;
+        mbarrier_arrive_expect_tx(bar, Traits::kStageTxBytes);
+        tma_load_3d(smem + L::kA + ring.stage * Traits::kSmemABytes, &maps.a, bar, kb * BLOCK_K,
+                    tile.a_row, a_group);
+        const std::uint32_t b_dst = smem + L::kB + ring.stage * Traits::kSmemBBytes;
+        if constexpr (Traits::kClusterM > 1) {
+          // B in halves: this CTA's half to both CTAs, or (not shared) both halves to this one.
+          constexpr int kHalf = Traits::kBRowsPerCta;
+          if (tile.multicast) {
+            const int rank = static_cast<int>(cluster_cta_rank());
+            tma_load_3d_multicast(b_dst + rank * kHalf * 128, &maps.b, bar, kb * BLOCK_K,
+                                  n0 + rank * kHalf, tile.expert, 0b11);
+          } else {
+            tma_load_3d(b_dst, &maps.b, bar, kb * BLOCK_K, n0, tile.expert);
+            tma_load_3d(b_dst + kHalf * 128, &maps.b, bar, kb * BLOCK_K, n0 + kHalf, tile.expert);
+          }
         } else {
           tma_load_3d(b_dst, &maps.b, bar, kb * BLOCK_K, n0, tile.expert);
-          tma_load_3d(b_dst + kHalf * 128, &maps.b, bar, kb * BLOCK_K, n0 + kHalf, tile.expert);
         }
-      } else {
-        tma_load_3d(b_dst, &maps.b, bar, kb * BLOCK_K, n0, tile.expert);
+        if constexpr (Traits::kIsFp8) {
+          tma_load_3d(smem + L::kAScale + ring.stage * Traits::kSmemAScaleBytes, &maps.a_scale,
+                      bar, tile.a_row, kb, a_group);
+        }
       }
-      if constexpr (Traits::kIsFp8) {
-        tma_load_3d(smem + L::kAScale + ring.stage * Traits::kSmemAScaleBytes, &maps.a_scale, bar,
-                    tile.a_row, kb, a_group);
-        const std::uint32_t b_scale = smem + L::kBScale + ring.stage * Traits::kSmemBScaleBytes;
-        tma_load_1d(b_scale, &maps.b_scale, bar, b_scale0 + kb);
-        tma_load_1d(b_scale + 128, &maps.b_scale, bar, b_scale1 + kb);
-      }
+      __syncwarp();
       ring.advance<Traits::kNumStages>();
     }
   }
   mbarrier_wait(smem + L::kEmpty + ring.stage * 8, ring.phase ^ 1);
-  const std::uint32_t info = smem + L::kInfo + ring.stage * Traits::kSmemInfoBytes;
-  asm volatile("st.shared.s32 [%0], %1;" ::"r"(info), "r"(kNoTilesLeft) : "memory");
-  mbarrier_arrive_expect_tx(smem + L::kFull + ring.stage * 8, 0);
+  if (lane == 0) {
+    const std::uint32_t info = smem + L::kInfo + ring.stage * Traits::kSmemInfoBytes;
+    asm volatile("st.shared.s32 [%0], %1;" ::"r"(info), "r"(kNoTilesLeft) : "memory");
+    mbarrier_arrive_expect_tx(smem + L::kFull + ring.stage * 8, 0);
+  }
 }
 
 // The math warpgroups: per tile, the main loop over the stages the producer fills, then the
@@ -444,7 +468,7 @@ __device__ __forceinline__ void consume(const GroupedGemmMaps& maps, const Group
         const float* a_scale = smem_a_scale + ring.stage * BLOCK_M;
         const float sa_lo = a_scale[row_lo], sa_hi = a_scale[row_hi];
         const float* b_scale = smem_b_scale + ring.stage * (Traits::kSmemBScaleBytes / 4);
-        const float sb0 = b_scale[0], sb1 = b_scale[32];
+        const float sb0 = b_scale[0], sb1 = b_scale[1];
         issue(part, false);
         wgmma_wait<0>();
         fence_operands(part);
@@ -517,10 +541,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     if (smem_addr(smem) % 1024 != 0) __trap();  // the swizzle atoms need it
     tma_prefetch_descriptor(&maps.a);
     tma_prefetch_descriptor(&maps.b);
-    if constexpr (Traits::kIsFp8) {
-      tma_prefetch_descriptor(&maps.a_scale);
-      tma_prefetch_descriptor(&maps.b_scale);
-    }
+    if constexpr (Traits::kIsFp8) tma_prefetch_descriptor(&maps.a_scale);
     for (int s = 0; s < kNumStages; ++s) {
       mbarrier_init(&full[s], 1);  // the producer's arrive.expect_tx (+ the TMA bytes)
       // One arrival per math thread of every CTA of the cluster (a shared B tile is written into
@@ -540,7 +561,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   if (warpgroup == Traits::kNumMathWarpgroups) {
     // ---- Producer: one thread walks the tiles and fills the stages. ----
     if constexpr (Traits::kNumMathWarpgroups > 1) warpgroup_reg_dealloc<Traits::kProducerRegs>();
-    if (thread == Traits::kNumMathThreads) {
+    if (thread / 32 == Traits::kNumMathThreads / 32) {  // the producer warpgroup's first warp
       produce<Traits>(maps, p, used_row_blocks, smem_addr(smem));
     }
   } else {
@@ -563,10 +584,8 @@ void launch_grouped_gemm(const GroupedGemmMaps& maps, const GroupedGemmParams& p
                          cudaStream_t stream) {
   auto* kernel = &grouped_gemm_kernel<Traits>;
   constexpr int kClusterM = Traits::kClusterM;
-  static std::atomic<int> grid_of_device[64] = {};
-  int device = 0;
-  MOERUN_CUDA_CHECK(cudaGetDevice(&device));
-  std::atomic<int>& cached_grid = grid_of_device[device % 64];
+  // Once per device (not stream operations, but kept out of graph captures after the first use).
+  static PerDevice<int> grid_of_device;
   cudaLaunchConfig_t config{};
   cudaLaunchAttribute cluster{};
   cluster.id = cudaLaunchAttributeClusterDimension;
@@ -578,21 +597,20 @@ void launch_grouped_gemm(const GroupedGemmMaps& maps, const GroupedGemmParams& p
   config.stream = stream;
   config.attrs = &cluster;
   config.numAttrs = kClusterM > 1 ? 1 : 0;
-  int grid = cached_grid.load(std::memory_order_acquire);
-  if (grid == 0) {
+  const int grid = grid_of_device.get([&](int) {
     MOERUN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                            Traits::kSmemBytes));
-    grid = num_sms / kClusterM * kClusterM;
+    int full = num_sms / kClusterM * kClusterM;
     if constexpr (kClusterM > 1) {
       // NOTE: clusters are placed within a GPC, so fewer than SMs / 2 may fit at once; a
       // persistent grid larger than that would run its last clusters in a second wave.
-      config.gridDim = dim3(static_cast<unsigned>(grid));
+      config.gridDim = dim3(static_cast<unsigned>(full));
       int clusters = 0;
       MOERUN_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&clusters, kernel, &config));
-      if (clusters > 0) grid = std::min(grid, clusters * kClusterM);
+      if (clusters > 0) full = std::min(full, clusters * kClusterM);
     }
-    cached_grid.store(grid, std::memory_order_release);
-  }
+    return full;
+  });
   config.gridDim = dim3(static_cast<unsigned>(grid));
   MOERUN_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, maps, p));
 }

@@ -19,10 +19,6 @@ void launch_fp8(GemmVariant variant, const GroupedGemmMaps& maps, const GroupedG
       return launch_grouped_gemm<TraitsOf<GemmVariant::kFp8M128N160>>(maps, p, num_sms, stream);
     case GemmVariant::kFp8M64N128:
       return launch_grouped_gemm<TraitsOf<GemmVariant::kFp8M64N128>>(maps, p, num_sms, stream);
-    case GemmVariant::kFp8M128N128C2:
-      return launch_grouped_gemm<TraitsOf<GemmVariant::kFp8M128N128C2>>(maps, p, num_sms, stream);
-    case GemmVariant::kFp8M128N192C2:
-      return launch_grouped_gemm<TraitsOf<GemmVariant::kFp8M128N192C2>>(maps, p, num_sms, stream);
     default:
       throw Error("grouped GEMM: not an FP8 variant");
   }

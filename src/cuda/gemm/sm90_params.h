@@ -14,6 +14,7 @@ struct GroupedGemmParams {
   const int* m_indices = nullptr;  // contiguous: [M_sum] local expert of each row, -1 = padding
   int m_max = 0;                   // masked: rows per expert in A and out
   int m_row_blocks = 0;            // contiguous: M_sum / BLOCK_M
+  const float* b_scale = nullptr;  // FP8: [E_l, N / 128, K / 128] (A's scales come by TMA)
   std::uint16_t* out = nullptr;    // [rows, N] bf16 (full tiles are stored by TMA)
   int* counters = nullptr;         // masked overlap: [E_l * counter_blocks] or null
   int counter_blocks = 0;          // ceil(M_max / 64)
@@ -31,10 +32,9 @@ struct GroupedGemmParams {
 //  a, b:     K-major operands {K, rows, groups}, box {128 bytes of K, BLOCK_M or BLOCK_N rows (with
 //            clusters: BLOCK_N / 2, each CTA's half), 1}, 128-byte swizzle;
 //  a_scale:  FP8 activation scales, MN-major {rows per group, K / 128, groups}, box {BLOCK_M, 1, 1};
-//  b_scale:  FP8 weight scales [E_l, N / 128, K / 128] as one 1-D run of floats, box {4};
 //  out:      bf16 {N, rows per group, groups}, box {64 columns, 64 rows, 1}, 128-byte swizzle.
 struct GroupedGemmMaps {
-  CUtensorMap a, b, a_scale, b_scale, out;
+  CUtensorMap a, b, a_scale, out;
 };
 
 }  // namespace moerun::cuda::sm90

@@ -19,12 +19,10 @@ enum class GemmVariant {
   kFp8M128N160,   // FP8, two math warpgroups, 5 stages (wave fill at N = 7168: 45 N blocks)
   kFp8M64N128,    // FP8, one math warpgroup, 8 stages (decode)
   // Clusters of 2 CTAs on neighbouring row blocks of one N block: each loads half of the B tile
-  // and multicasts it to both (L2 -> SM traffic is what limits the 128-row tiles; ncu, H200).
+  // and multicasts it to both (half the B traffic from L2).
   kBf16M128N256C2,
-  kFp8M128N128C2,
-  kFp8M128N192C2,
 };
-inline constexpr int kNumGemmVariants = 11;
+inline constexpr int kNumGemmVariants = 9;
 
 struct VariantShape {
   bool fp8;
@@ -42,7 +40,6 @@ inline constexpr VariantShape kVariantShapes[] = {
     {false, 128, 256, 64, 4},    {false, 128, 128, 64, 6},    {false, 64, 256, 64, 5},
     {true, 128, 128, 128, 5},    {true, 128, 192, 128, 4},    {true, 128, 112, 128, 6},
     {true, 128, 160, 128, 5},    {true, 64, 128, 128, 8},     {false, 128, 256, 64, 4, 2},
-    {true, 128, 128, 128, 5, 2}, {true, 128, 192, 128, 4, 2},
 };
 
 static_assert(sizeof(kVariantShapes) / sizeof(kVariantShapes[0]) == kNumGemmVariants);

@@ -28,16 +28,6 @@ __device__ __forceinline__ void tma_load_3d(std::uint32_t dst, const CUtensorMap
       : "memory");
 }
 
-// The same for a 1-D tensor map: the box starting at element c0.
-__device__ __forceinline__ void tma_load_1d(std::uint32_t dst, const CUtensorMap* map,
-                                            std::uint32_t bar, int c0) {
-  asm volatile(
-      "cp.async.bulk.tensor.1d.shared::cluster.global.mbarrier::complete_tx::bytes"
-      " [%0], [%1, {%3}], [%2];" ::"r"(dst),
-      "l"(reinterpret_cast<std::uint64_t>(map)), "r"(bar), "r"(c0)
-      : "memory");
-}
-
 // Stores the box at (c0, c1, c2) from `src` (laid out as the map's swizzle says); the parts of
 // the box outside the tensor are not written. Completes asynchronously: commit, then wait.
 __device__ __forceinline__ void tma_store_3d(const void* src, const CUtensorMap* map, int c0,

@@ -210,7 +210,7 @@ EpLayerBackend::EpLayerBackend(std::shared_ptr<Transport> transport, const MoeCo
       rank->standard = std::make_unique<LayerBackend>(
           rank_config, local_weights[i],
           LayerOptions{Backend::kCuda, options.layout, t_max, options.overlap, 0});
-      workspace_bytes_ += rank->standard->workspace_bytes();
+      workspace_bytes_ += rank->standard->owned_workspace().bytes;
     }
     MOERUN_CUDA_CHECK(cudaMalloc(&rank->local, b.offset));
     MOERUN_CUDA_CHECK(cudaMemset(rank->local, 0, b.offset));

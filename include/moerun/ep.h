@@ -86,7 +86,8 @@ struct EpOptions {
   double overlap_patience_s = 5e-4;
   // Standard: rank r keeps only tokens [r * T / R, (r + 1) * T / R) of the output.
   bool shard_output = false;
-  // One expert map per local rank ([E] i32: global id -> local id, or -1); empty = rank r owns
+  // One expert map per local rank (moerun/expert_map.h: [E] i32, global id -> local id, or -1),
+  // or MoeConfig::expert_map for a process of one rank; neither = rank r owns
   // [r * E / R, (r + 1) * E / R). NCCL groups gather the other ranks' maps at construction.
   std::vector<std::vector<int>> expert_maps;
   // Every device-side wait for another rank gives up after this long and reports which rank,

@@ -5,6 +5,7 @@
 
 #include "bench_command.h"
 #include "bench_gemm_command.h"
+#include "ep_check_command.h"
 #include "info_command.h"
 #include "moerun/errors.h"
 #include "run_command.h"
@@ -20,6 +21,8 @@ int main(int argc, char** argv) {
   moerun::tools::add_bench_command(app, bench_args);
   moerun::tools::BenchGemmArgs bench_gemm_args;
   moerun::tools::add_bench_gemm_command(app, bench_gemm_args);
+  moerun::tools::EpCheckArgs ep_check_args;
+  moerun::tools::add_ep_check_command(app, ep_check_args);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -29,6 +32,7 @@ int main(int argc, char** argv) {
     if (app.got_subcommand("run")) return moerun::tools::run_command(run_args);
     if (app.got_subcommand("info")) return moerun::tools::info_command(info_args);
     if (app.got_subcommand("bench")) return moerun::tools::bench_command(bench_args);
+    if (app.got_subcommand("ep-check")) return moerun::tools::ep_check_command(ep_check_args);
     if (app.got_subcommand("bench-gemm")) {
       return moerun::tools::bench_gemm_command(bench_gemm_args);
     }

@@ -52,9 +52,9 @@ EncodeTiledFn encode_tiled() {
 
 // A map of rank 1 to 3 {d0 innermost, d1, d2} over a dense tensor, `box` elements per load or
 // store (entries past `rank` unused).
-CUtensorMap make_map(const void* base, CUtensorMapDataType type, std::uint64_t elem_bytes,
-                     int rank, const std::int64_t (&dims)[3], const int (&box)[3],
-                     CUtensorMapSwizzle swizzle, const char* what) {
+CUtensorMap make_map(const void* base, CUtensorMapDataType type, std::uint64_t elem_bytes, int rank,
+                     const std::int64_t (&dims)[3], const int (&box)[3], CUtensorMapSwizzle swizzle,
+                     const char* what) {
   const cuuint64_t sizes[3] = {static_cast<cuuint64_t>(dims[0]), static_cast<cuuint64_t>(dims[1]),
                                static_cast<cuuint64_t>(dims[2])};
   const cuuint64_t strides[2] = {static_cast<cuuint64_t>(dims[0]) * elem_bytes,

@@ -61,10 +61,10 @@ void bind_checkpoint(nb::module_& m) {
         auto put = [&](const char* name, const TensorView& v) {
           out[name] = nb::make_tuple(array_of(v, self), std::string(dtype_name(v.dtype())));
         };
-        put("w13", l.w13.view());
-        put("w13_scale", l.w13_scale.view());
-        put("w2", l.w2);
-        put("w2_scale", l.w2_scale);
+        put("w13", l.routed.w13.view);
+        put("w13_scale", l.routed.w13_scale.view);
+        put("w2", l.routed.w2.view);
+        put("w2_scale", l.routed.w2_scale.view);
         put("correction_bias", l.correction_bias.view());
         put("router_weight", l.router_weight.view());
         return out;

@@ -1,5 +1,6 @@
-# Sourced by the device scripts (device-check.sh, device-checkpoints.sh, device-gemm.sh,
-# device-peers.sh, device-python.sh, device-stages.sh): their shared setup, build and verdict.
+# Sourced by the device scripts (device-check.sh, device-checkpoints.sh, device-ep.sh,
+# device-gemm.sh, device-peers.sh, device-python.sh, device-stages.sh): their shared setup, build
+# and verdict.
 #
 # Expects: default_budget (seconds) set by the caller; the caller's $1 is the deps dir.
 # Sets: start, budget, repo, deps, out, build, summary, failures; defines note, fail, left,

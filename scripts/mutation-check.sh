@@ -65,7 +65,7 @@ mutant expert0.combine src/cpu/combine.cc \
 mutant fp8act.layer_permute src/cpu/layer.cc \
   'config.num_experts, config.weight_dtype,' \
   'config.num_experts, DType::kFP8E4M3,'
-mutant fp8act.layer_activation src/cpu/layer.cc \
+mutant fp8act.layer_activation src/cpu/experts.cc \
   'const DType act_dtype = config.weight_dtype;' \
   'const DType act_dtype = DType::kFP8E4M3;'
 mutant fp8act.permute src/cpu/permute.cc \
@@ -100,18 +100,18 @@ mutant bf16acc.silu_product src/cpu/activation.cc \
   'y[c] = detail::silu_f32(g) * bf16_to_float(up[c]);' \
   'y[c] = round_to_bf16(detail::silu_f32(g) * bf16_to_float(up[c]));'
 
-mutant report.dereference src/cpu/layer.cc \
+mutant report.dereference src/cpu/experts.cc \
   '      grouped_gemm_masked({act3d, scale3d}, w2, permuted.masked_m.view(), down3d);' \
   '      const OverlapReport unpacked =
           *grouped_gemm_masked({act3d, scale3d}, w2, permuted.masked_m.view(), down3d);
       (void)unpacked;'
-mutant report.value src/cpu/layer.cc \
+mutant report.value src/cpu/experts.cc \
   '      grouped_gemm_masked({act3d, scale3d}, w2, permuted.masked_m.view(), down3d);' \
   '      const auto [block_m, threshold] =
           grouped_gemm_masked({act3d, scale3d}, w2, permuted.masked_m.view(), down3d).value();
       (void)block_m;
       (void)threshold;'
-mutant report.member src/cpu/layer.cc \
+mutant report.member src/cpu/experts.cc \
   '      grouped_gemm_masked({act3d, scale3d}, w2, permuted.masked_m.view(), down3d);' \
   '      const std::optional<OverlapReport> report =
           grouped_gemm_masked({act3d, scale3d}, w2, permuted.masked_m.view(), down3d);

@@ -31,8 +31,7 @@ inline constexpr double kLayerVsOracleFp8 = 1.5e-2;
 inline constexpr double kLayerBf16 = kLayerToleranceBf16;
 inline constexpr double kLayerFp8 = kLayerToleranceFp8;
 
-// Standard EP over R ranks against one rank: the same math summed in another order, then one bf16
-// rounding; differences are isolated 1-ulp flips.
-inline constexpr double kStandardEpVsSingleRank = 2e-3;
+// Standard EP against one rank (src/core/tolerances.h, shared with `moerun ep-check`).
+using moerun::kStandardEpVsSingleRank;
 
 }  // namespace moerun::test

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_ep.h"
 #include "cli_options.h"
 #include "cuda/stages.h"
 #include "moerun/config.h"
@@ -64,8 +65,21 @@ void add_bench_command(CLI::App& app, BenchArgs& args) {
       ->delimiter(',');
   bench
       ->add_option("--ep-size", args.ep_size,
-                   "Simulate one rank of R: E/R local experts, routing still over all E")
+                   "R ranks: without --ep-backend, one rank's share (E/R local experts, routing "
+                   "still over all E); with it, the expert-parallel layer over R ranks")
       ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
+  bench
+      ->add_option("--ep-backend", args.ep_backend,
+                   "Time the expert-parallel layer over --ep-size ranks: dispatch, expert compute, "
+                   "combine and total per phase, bytes moved and bandwidth, single-batch overlap "
+                   "off and on (all-to-all, masked); --tokens are per rank (standard: every rank "
+                   "holds the R x T batch); default model deepseek-v3, tokens 128,4096")
+      ->check(CLI::IsMember({"standard", "all-to-all"}));
+  bench
+      ->add_option("--ep-transport", args.ep_transport,
+                   "virtual: all ranks on this GPU; nccl: one process per GPU (GPU r for rank r)")
+      ->check(CLI::IsMember({"virtual", "nccl"}))
       ->capture_default_str();
   bench->add_option("--stage", args.stage, "all, layer, or one stage")
       ->check(CLI::IsMember(stage_choices()))
@@ -89,7 +103,8 @@ void add_bench_command(CLI::App& app, BenchArgs& args) {
 
 #ifndef MOERUN_HAS_CUDA
 
-int bench_command(const BenchArgs&) {
+int bench_command(const BenchArgs& args) {
+  if (!args.ep_backend.empty()) return ep_bench_command(args);
   throw ResourceError("bench: this build has no CUDA backend (configure with nvcc available)");
 }
 
@@ -144,6 +159,8 @@ void print_line(const char* name, const Measure& m, const std::optional<Ceilings
 }  // namespace
 
 int bench_command(const BenchArgs& args) {
+  // First: the NCCL transport forks its ranks before anything touches CUDA.
+  if (!args.ep_backend.empty()) return ep_bench_command(args);
   const std::string reason = cuda::device_unavailable_reason();
   if (!reason.empty()) throw ResourceError("bench: no usable CUDA device: " + reason);
   const std::vector<std::string>& models = args.models.empty() ? kDefaultModels : args.models;

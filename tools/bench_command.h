@@ -24,6 +24,10 @@ struct BenchArgs {
   bool no_graph = false;
   bool no_finite_checks = false;
   bool skip_ceilings = false;
+  // Expert parallelism over ep_size ranks (tools/bench_ep.h): "standard" or "all-to-all"; empty =
+  // the stage table of one rank's share of the experts.
+  std::string ep_backend;
+  std::string ep_transport = "virtual";  // virtual (this GPU) | nccl (one process per GPU)
 };
 
 void add_bench_command(CLI::App& app, BenchArgs& args);

@@ -1,8 +1,9 @@
-// `moerun run`'s forward of a synthetic job: the EP ranks (standard mode, simulated on one device)
-// on the CPU or the CUDA backend. On CUDA the weights live on the device (uploaded once, or
-// generated there) and the inputs are uploaded once; run() computes every rank and waits for the
-// device, with no copy back, so that its time is the forward's; output() then copies back and
-// sums the ranks' partials (the all-reduce, simulated).
+// `moerun run`'s forward of a synthetic job on the CPU or the CUDA backend, over ep_size expert-
+// parallel ranks. On the CPU the ranks are the oracle's simulation (cpu/ep_layer.h); on CUDA they
+// are virtual ranks of one EpLayer on this GPU (the real dispatch, combine and reduction kernels:
+// no host-side sum). On CUDA the weights live on the device (uploaded once, or generated there)
+// and the inputs are uploaded once; run() computes every rank and waits for the device, with no
+// copy back, so that its time is the forward's; output() then copies the result back.
 #pragma once
 
 #include <cstdint>
@@ -12,6 +13,7 @@
 
 #include "core/synthetic.h"
 #include "moerun/config.h"
+#include "moerun/ep.h"
 #include "moerun/host_tensor.h"
 #include "moerun/layer.h"
 #include "moerun/weights.h"
@@ -36,12 +38,14 @@ std::int64_t default_tokens(const MoeConfig& config, Backend backend);
 class LayerRunner {
  public:
   // `all`: host weights of all E experts, uploaded on CUDA. `options.backend` is resolved
-  // (kCpu or kCuda).
+  // (kCpu or kCuda). With config.ep_size > 1: `ep_backend` standard (every rank holds all T
+  // tokens) or all-to-all (rank r holds its share of the T tokens, the first T % R ranks one more).
   LayerRunner(const MoeConfig& config, const MoeWeights& all, std::int64_t tokens,
-              LayerOptions options);
+              LayerOptions options, EpBackend ep_backend);
   // CUDA: random weights of all E experts generated on the device (cuda::random_device_weights).
   static LayerRunner with_device_weights(const MoeConfig& config, std::uint64_t seed,
-                                         std::int64_t tokens, LayerOptions options);
+                                         std::int64_t tokens, LayerOptions options,
+                                         EpBackend ep_backend);
   ~LayerRunner();
   LayerRunner(LayerRunner&&) noexcept;
   LayerRunner(const LayerRunner&) = delete;
@@ -55,11 +59,12 @@ class LayerRunner {
   // hidden [T, H] bf16, topk_ids / topk_weights [T, k] (host). Uploaded once on CUDA.
   void set_inputs(const TensorView& hidden, const TensorView& topk_ids,
                   const TensorView& topk_weights);
-  // One forward of every rank; returns when the device is done (no copy back), reporting on CUDA
-  // what the forwards' finiteness checks found.
+  // One forward of every rank; returns when the device is done (no copy back), reporting what the
+  // finiteness checks found (LayerOptions::check_finite; the CUDA EpLayer of ep_size > 1 checks
+  // no values).
   void run();
-  // After run(): [T, H] bf16 on the host, the ranks' partials summed in fp32 in rank order and
-  // rounded once.
+  // After run(): [T, H] bf16 on the host, every rank's experts included. CUDA EP: first throws the
+  // device-side failure of any run since the last output(), if one failed (EpLayer::check).
   HostTensor output() const;
   // Host weights of all E experts for a reference, valid until the next call: on the CPU the
   // weights given; on CUDA a copy of the flagged experts (the others zeros).
@@ -67,7 +72,7 @@ class LayerRunner {
 
  private:
   LayerRunner();
-  void build_ranks(const MoeWeights& all, LayerOptions options);
+  void build(const MoeWeights& all, LayerOptions options, EpBackend ep_backend);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

@@ -5,6 +5,7 @@
 
 #include "bench_command.h"
 #include "bench_gemm_command.h"
+#include "ep_check_command.h"
 #include "exit_codes.h"
 #include "info_command.h"
 #include "run_command.h"
@@ -28,6 +29,8 @@ int main(int argc, char** argv) {
   add_bench_command(app, bench_args);
   BenchGemmArgs bench_gemm_args;
   add_bench_gemm_command(app, bench_gemm_args);
+  EpCheckArgs ep_check_args;
+  add_ep_check_command(app, ep_check_args);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -39,6 +42,7 @@ int main(int argc, char** argv) {
     if (app.got_subcommand("run")) return run_command(run_args);
     if (app.got_subcommand("info")) return info_command(info_args);
     if (app.got_subcommand("bench")) return bench_command(bench_args);
+    if (app.got_subcommand("ep-check")) return ep_check_command(ep_check_args);
     // require_subcommand(1): the one left is bench-gemm.
     return bench_gemm_command(bench_gemm_args);
   });

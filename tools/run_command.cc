@@ -41,10 +41,16 @@ void add_run_command(CLI::App& app, RunArgs& args) {
                   "(the largest power of two whose expert math stays within 8 GFLOP, at least 8: "
                   "8 for deepseek-v3 and mixtral-8x7b, 64 for qwen3-30b-a3b)")
       ->check(CLI::Range(std::int64_t{0}, std::int64_t{1} << 24));
-  run->add_option("--ep-size", args.ep_size,
-                  "Expert-parallel ranks, simulated in the standard mode (every rank sees every "
-                  "token; partial outputs are summed); must divide the expert count")
+  run->add_option(
+         "--ep-size", args.ep_size,
+         "Expert-parallel ranks (must divide the expert count): simulated by the oracle on "
+         "the CPU, virtual ranks of one expert-parallel layer on CUDA")
       ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
+  run->add_option("--ep-backend", args.ep_backend,
+                  "standard (every rank sees every token; partial outputs are summed) or "
+                  "all-to-all (rank r holds its share of the tokens, sent to the experts' ranks)")
+      ->check(CLI::IsMember({"standard", "all-to-all"}))
       ->capture_default_str();
   run->add_option("--layout", args.layout,
                   "Permuted layout: masked (decode), contiguous (prefill) or auto")
@@ -62,8 +68,8 @@ void add_run_command(CLI::App& app, RunArgs& args) {
   run->add_option("--seed", args.seed, "Seed of the random weights and inputs")
       ->capture_default_str();
   run->add_option("--repeat", args.repeat,
-                  "Timed forwards; the median is reported (the time covers the forward only: no "
-                  "copy back, no host-side sums)")
+                  "Timed forwards; the median is reported (the time covers the forward only, the "
+                  "EP ranks' reduction or combine included: no copy back)")
       ->check(CLI::Range(1, 1000))
       ->capture_default_str();
   run->add_flag("--json", args.json, "Print one JSON object instead of text");
@@ -84,7 +90,12 @@ double median(std::vector<double> v) {
 }  // namespace
 
 int run_command(const RunArgs& args) {
-  if (is_checkpoint_dir(args.model)) return run_checkpoint(args);
+  if (is_checkpoint_dir(args.model)) {
+    // A checkpoint's ranks are simulated in the standard mode only (checkpoint_runner.h).
+    check_arg(args.ep_backend == "standard", "--ep-backend", "standard with --model DIR",
+              args.ep_backend);
+    return run_checkpoint(args);
+  }
   check_arg(!args.checkpoint.any_set(), "options",
             "--layer/--input/--output/--ep-rank/"
             "--save-routing/--quantize/--check only with --model DIR",
@@ -106,12 +117,15 @@ int run_command(const RunArgs& args) {
   options.backend = backend;
   options.layout = parse_layout(args.layout);
   options.check_finite = !args.no_finite_checks;
+  const EpBackend ep_backend =
+      args.ep_backend == "all-to-all" ? EpBackend::kAllToAll : EpBackend::kStandard;
   std::optional<LayerRunner> runner;
   HostMoeWeights host;
   cpu::TopK routing;
   if (backend == Backend::kCuda) {
     Progress progress("generating weights on the device");
-    runner.emplace(LayerRunner::with_device_weights(config, args.seed, tokens, options));
+    runner.emplace(
+        LayerRunner::with_device_weights(config, args.seed, tokens, options, ep_backend));
     progress.done();
     const HostTensor bias = runner->correction_bias();
     routing = cpu::route(config.routing, experts, logits.view(), bias.view());
@@ -128,7 +142,7 @@ int run_command(const RunArgs& args) {
     host = random_weights(
         config, experts, args.seed, [&](double f) { progress.update(f); }, used);
     progress.done();
-    runner.emplace(config, host.view(), tokens, options);
+    runner.emplace(config, host.view(), tokens, options, ep_backend);
   }
   const Layout layout = runner->layout();
   runner->set_inputs(hidden.view(), routing.ids.view(), routing.weights.view());
@@ -172,6 +186,7 @@ int run_command(const RunArgs& args) {
     j["config"] = describe(config);
     j["tokens"] = tokens;
     j["ep_size"] = config.ep_size;
+    j["ep_backend"] = args.ep_backend;
     j["backend"] = backend_name(backend);
     j["backend_reason"] = why;
     if (backend == Backend::kCpu) j["cuda"] = cuda_unavailable_reason();

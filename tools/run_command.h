@@ -18,6 +18,7 @@ struct RunArgs {
   std::int64_t tokens = -1;  // -1: default_tokens() for the layer and backend
   std::string reference;     // full | sampled | none; empty: sampled (none with --ep-rank)
   int ep_size = 1;
+  std::string ep_backend = "standard";  // standard | all-to-all (with ep_size > 1)
   std::string layout = "auto";
   std::string backend = "auto";
   std::uint64_t seed = 0;

@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <functional>
 #include <numbers>
+#include <string>
 
 #include "core/parallel.h"
 #include "moerun/errors.h"
@@ -116,6 +118,35 @@ HostTensor random_correction_bias(const MoeConfig& config, std::uint64_t seed) {
   return bias;
 }
 
+namespace {
+
+HostTensor gather_rows(const TensorView& all, const std::vector<int>& experts) {
+  if (!all.defined()) return {};
+  const std::size_t per = all.nbytes() / static_cast<std::size_t>(all.size(0));
+  HostTensor out(all.dtype(),
+                 {static_cast<std::int64_t>(experts.size()), all.size(1), all.size(2)});
+  for (std::size_t i = 0; i < experts.size(); ++i) {
+    check_arg(experts[i] >= 0 && experts[i] < all.size(0), "expert to gather",
+              "an id in [0, " + std::to_string(all.size(0)) + ")", experts[i]);
+    std::memcpy(
+        static_cast<std::byte*>(out.view().data()) + i * per,
+        static_cast<const std::byte*>(all.data()) + static_cast<std::size_t>(experts[i]) * per,
+        per);
+  }
+  return out;
+}
+
+}  // namespace
+
+HostMoeWeights gather_experts(const MoeWeights& all, const std::vector<int>& experts) {
+  HostMoeWeights out;
+  out.w13 = gather_rows(all.w13, experts);
+  out.w13_scale = gather_rows(all.w13_scale, experts);
+  out.w2 = gather_rows(all.w2, experts);
+  out.w2_scale = gather_rows(all.w2_scale, experts);
+  return out;
+}
+
 HostMoeWeights random_weights(const MoeConfig& config, int num_experts, std::uint64_t seed,
                               const ProgressFn& progress, const std::vector<bool>& experts) {
   const std::int64_t h = config.hidden_size, i = config.intermediate_size;
@@ -180,6 +211,22 @@ HostTensor random_router_logits(std::int64_t tokens, int experts, std::uint64_t 
     p[i] = scale * standard_normal(seed, kLogits, static_cast<std::uint64_t>(i));
   }
   return logits;
+}
+
+void add_ep_routing_cases(const ExpertPlacement& placement, std::int64_t total, int k, int* ids) {
+  const int ranks = placement.num_ranks(), local = placement.num_local_experts();
+  for (int j = 0; j < k; ++j) ids[j] = placement.global_id(ranks - 1 - j / local, j % local);
+  if (total > 1) ids[k + 1] = -1;
+  for (int r = 0; r < ranks; r += k) {
+    int* row = ids + (total - 1 - r / k) * k;
+    for (int j = 0; j < k; ++j) row[j] = r + j < ranks ? placement.global_id(r + j, 0) : -1;
+  }
+}
+
+void starve_rank(const ExpertPlacement& placement, int rank, std::int64_t slots, int* ids) {
+  for (std::int64_t i = 0; i < slots; ++i) {
+    if (ids[i] >= 0 && placement.owner(ids[i]) == rank) ids[i] = -1;
+  }
 }
 
 }  // namespace moerun

@@ -14,6 +14,7 @@
 #include <string>
 
 #include "core/scale_layout.h"
+#include "cuda/block_scan.cuh"
 #include "cuda/cuda_check.h"
 #include "cuda/device_utils.cuh"
 #include "cuda/permute.h"
@@ -26,34 +27,6 @@ namespace {
 constexpr int kChunk =
     kPermuteChunk;  // slots per chunk = threads of the count and positions kernels
 constexpr int kWarps = kChunk / 32;
-
-// Exclusive scan of one int per thread over a block of kChunk threads; `total` gets the sum.
-// `warp_sums` is shared scratch of kWarps ints. Ends with a barrier, so it can run in a loop.
-__device__ int block_exclusive_scan(int value, int* warp_sums, int& total) {
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  int inclusive = value;
-#pragma unroll
-  for (int offset = 1; offset < 32; offset *= 2) {
-    const int other = __shfl_up_sync(0xffffffffu, inclusive, offset);
-    if (lane >= offset) inclusive += other;
-  }
-  if (lane == 31) warp_sums[warp] = inclusive;
-  __syncthreads();
-  if (warp == 0) {
-    int s = lane < kWarps ? warp_sums[lane] : 0;
-#pragma unroll
-    for (int offset = 1; offset < kWarps; offset *= 2) {
-      const int other = __shfl_up_sync(0xffffffffu, s, offset);
-      if (lane >= offset) s += other;
-    }
-    if (lane < kWarps) warp_sums[lane] = s;
-  }
-  __syncthreads();
-  const int prefix = warp > 0 ? warp_sums[warp - 1] : 0;
-  total = warp_sums[kWarps - 1];
-  __syncthreads();
-  return prefix + inclusive - value;
-}
 
 __device__ __forceinline__ int load_local_id(const int* ids, long long slot, long long slots,
                                              int local_experts) {
@@ -92,7 +65,7 @@ __global__ void __launch_bounds__(kChunk)
     const int c = c0 + static_cast<int>(threadIdx.x);
     const int value = c < chunks ? counts[c] : 0;
     int total = 0;
-    const int exclusive = block_exclusive_scan(value, warp_sums, total);
+    const int exclusive = block_exclusive_scan<kChunk>(value, warp_sums, total);
     if (c < chunks) counts[c] = carry + exclusive;
     carry += total;
   }
@@ -136,7 +109,7 @@ __global__ void __launch_bounds__(kChunk) permute_positions_kernel(PositionsPara
       const int padded =
           static_cast<int>(ceil_div<long long>(count, kPermuteAlignment) * kPermuteAlignment);
       int total = 0;
-      const int exclusive = block_exclusive_scan(padded, warp_sums, total);
+      const int exclusive = block_exclusive_scan<kChunk>(padded, warp_sums, total);
       if (e < p.local_experts) start[e] = base + exclusive;
       base += total;
     }

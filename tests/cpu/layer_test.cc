@@ -106,7 +106,7 @@ TEST(Layer, StandardEpEqualsSingleRank) {
       moe_forward_standard_ep(ep, c.weights.view(), c.hidden.view(), c.routing.ids.view(),
                               c.routing.weights.view(), out.view(),
                               {Layout::kMasked, 128, 0, false});
-      EXPECT_LE(relative_error(out.view(), single.view()), test::kStandardEpVsSingleRank)
+      EXPECT_LE(relative_error(out.view(), single.view()), kStandardEpVsSingleRank)
           << family << " over " << ranks << " ranks";
     }
   }

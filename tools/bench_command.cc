@@ -19,6 +19,7 @@
 #include "bench_ceilings.h"
 #include "bench_layer.h"
 #include "bench_timing.h"
+#include "core/layer_floor.h"
 #include "cuda/cuda_check.h"
 #include "cuda/runtime.h"
 #endif
@@ -47,8 +48,9 @@ void add_bench_command(CLI::App& app, BenchArgs& args) {
       "GEMM, combine) and the whole layer on the CUDA backend, with random weights and inputs "
       "generated on the device. Each line: us, TFLOP/s (GEMMs, rows actually routed), GB/s "
       "(bytes the stage must move, routed experts only) and % of the copy bandwidth and matrix "
-      "rates measured in the same run. Medians of --repeat event-timed CUDA graph replays after "
-      "warm-up, inputs rotated over more than 2x L2.");
+      "rates measured in the same run, and the layer against its floor (the used experts' "
+      "weights at the copy bandwidth, the GEMM FLOPs at the matrix rate). Medians of --repeat "
+      "event-timed CUDA graph replays after warm-up, inputs rotated over more than 2x L2.");
   std::string models;
   for (const auto& n : model_preset_names()) models += (models.empty() ? "" : ", ") + n;
   bench
@@ -154,6 +156,53 @@ void print_line(const char* name, const Measure& m, const std::optional<Ceilings
   std::printf("  %-18s %10.1f %9s %9.0f %7s %8s\n", name, x.us,
               cell(m.flops > 0 ? x.tflops : NAN, "%.1f").c_str(), x.gbs,
               cell(x.pct_copy, "%.1f").c_str(), cell(x.pct_matrix, "%.1f").c_str());
+}
+
+// The layer against its floor (core/layer_floor.h) and against its two GEMM stages.
+struct FloorReport {
+  LayerFloor floor;
+  double copy_gbs = 0, matrix_tflops = 0;
+  double gemms_us = NAN;  // gate-up + down stages, when the stages were timed
+};
+
+FloorReport floor_report(const MoeConfig& config, const CaseResult& r, const Ceilings& ceilings,
+                         bool stages_timed) {
+  const Measure& gate_up = r.stages[static_cast<std::size_t>(cuda::Stage::kGateUp)];
+  const Measure& down = r.stages[static_cast<std::size_t>(cuda::Stage::kDown)];
+  FloorReport f;
+  f.copy_gbs = ceilings.copy_gbs;
+  f.matrix_tflops = config.is_fp8() ? ceilings.fp8_tflops : ceilings.bf16_tflops;
+  f.floor =
+      layer_floor(config, r.experts_used, gate_up.flops + down.flops, f.copy_gbs, f.matrix_tflops);
+  if (stages_timed) f.gemms_us = gate_up.us + down.us;
+  return f;
+}
+
+json floor_json(const FloorReport& f, double layer_us) {
+  json j = {{"hbm_us", f.floor.hbm_us},
+            {"gemm_us", f.floor.gemm_us},
+            {"us", f.floor.us()},
+            {"copy_gbs", f.copy_gbs},
+            {"matrix_tflops", f.matrix_tflops}};
+  if (f.floor.us() > 0) j["layer_over_floor"] = layer_us / f.floor.us();
+  if (std::isfinite(f.gemms_us) && f.gemms_us > 0) {
+    j["gemm_stages_us"] = f.gemms_us;
+    j["layer_over_gemm_stages"] = layer_us / f.gemms_us;
+  }
+  return j;
+}
+
+void print_floor(const FloorReport& f, double experts_used, double layer_us) {
+  std::printf(
+      "  %-18s %10.1f us: weights of %.1f experts at %.0f GB/s %.1f us, GEMM FLOPs at "
+      "%.0f TFLOP/s %.1f us",
+      "floor", f.floor.us(), experts_used, f.copy_gbs, f.floor.hbm_us, f.matrix_tflops,
+      f.floor.gemm_us);
+  if (f.floor.us() > 0) std::printf("; layer %.2fx", layer_us / f.floor.us());
+  if (std::isfinite(f.gemms_us) && f.gemms_us > 0) {
+    std::printf("; layer %.2fx its GEMM stages (%.1f us)", layer_us / f.gemms_us, f.gemms_us);
+  }
+  std::printf("\n");
 }
 
 }  // namespace
@@ -265,10 +314,15 @@ int bench_command(const BenchArgs& args) {
         j["stages"] = stages;
         if (all) j["stage_sum_us"] = sum;
       }
+      std::optional<FloorReport> floor;
+      if (time_layer && ceilings && ceilings->copy_gbs > 0) {
+        floor = floor_report(config, r, *ceilings, time_stages && all);
+      }
       if (time_layer) {
         j["layer"] = metrics_json(r.layer, ceilings, fp8);
         j["layer_us"] = r.layer.us;
         j["layer_ms"] = r.layer.us * 1e-3;
+        if (floor) j["floor"] = floor_json(*floor, r.layer.us);
       }
       results.push_back(j);
 
@@ -292,6 +346,7 @@ int bench_command(const BenchArgs& args) {
         }
         if (all) std::printf("  %-18s %10.1f\n", "sum of stages", sum);
         if (time_layer) print_line("layer", r.layer, ceilings, fp8);
+        if (floor) print_floor(*floor, r.experts_used, r.layer.us);
         std::fflush(stdout);
       }
     }

@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/layer_floor.h"
 #include "cuda/cuda_check.h"
 #include "cuda/device_memory.h"
 #include "cuda/routing.h"
@@ -45,13 +46,7 @@ int input_sets(const BenchCase& b) {
   return static_cast<int>(std::clamp<std::size_t>(wanted, 1, kMaxInputSets));
 }
 
-double weight_bytes(const MoeConfig& c, double experts) {
-  const double h = static_cast<double>(c.hidden_size),
-               inter = static_cast<double>(c.intermediate_size);
-  double bytes = experts * 3.0 * h * inter * static_cast<double>(dtype_size(c.weight_dtype));
-  if (c.is_fp8()) bytes += experts * 3.0 * (h / kQuantGroup) * (inter / kQuantGroup) * 4.0;
-  return bytes;
-}
+double weight_bytes(const MoeConfig& c, double experts) { return experts * expert_weight_bytes(c); }
 
 struct InputSet {
   DeviceBuffer hidden, logits, out;

@@ -237,13 +237,22 @@ std::optional<OverlapReport> grouped_gemm_masked(const GemmOperand& a, const Gem
     p.counters = signal->counters.data_as<int>();
   }
   const GemmProblem problem = masked_problem(o.fp8, experts, m_max, o.n, o.k, expected_m);
+  // The variant is chosen for the whole machine whatever is reserved, so that a forward with the
+  // overlap gives the same bits as one without it; only the persistent grid shrinks.
+  int grid_sms = problem.num_sms;
+  if (signal != nullptr) {
+    check_arg(signal->reserved_sms >= 0 && signal->reserved_sms < problem.num_sms,
+              "overlap reserved_sms", "0 .. " + std::to_string(problem.num_sms - 1),
+              signal->reserved_sms);
+    grid_sms -= signal->reserved_sms;
+  }
   const GemmChoice choice = choose_gemm_variant(problem);
   if (signal != nullptr) {
     // Each tile adds 1 to its row blocks' counters: complete at the tile's N block count.
     report = OverlapReport{kGemmBlockM, static_cast<int>(ceil_div<std::int64_t>(
                                             o.n, sm90::variant_shape(choice.variant).block_n))};
   }
-  if (experts * m_max > 0) run(o, m_max, experts, choice, problem.num_sms, stream);
+  if (experts * m_max > 0) run(o, m_max, experts, choice, grid_sms, stream);
   return report;
 }
 

@@ -34,9 +34,13 @@ struct GemmOperand {
 // one N tile of the kernel that runs are stored, the masked GEMM has added 1 to counters[e *
 // ceil(M_max / block_m) + b] with release ordering at device scope. Row blocks without a token are
 // never counted. The caller zeroes the counters (cudaMemsetAsync) before the GEMM.
+// `reserved_sms` SMs are left free of the GEMM's persistent grid, so that the kernel which waits
+// on the counters (launched on another stream) runs beside it instead of holding SMs that GEMM
+// CTAs queue for.
 struct OverlapSignal {
   TensorView counters;        // [E_l * ceil(M_max / block_m)] i32 (device)
   int block_m = kGemmBlockM;  // must be kGemmBlockM
+  int reserved_sms = 0;       // 0 .. SMs - 1
 };
 
 // A row block is final once its counter reaches `threshold`: ceil(N / BLOCK_N) of the variant

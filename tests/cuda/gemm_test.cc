@@ -15,6 +15,7 @@
 #include "cuda/gemm.h"
 #include "cuda/gemm_heuristics.h"
 #include "cuda_test_util.h"
+#include "moerun/errors.h"
 #include "tolerances.h"
 
 namespace moerun::test {
@@ -68,6 +69,13 @@ void poison_invalid_rows(cpu::Permuted& a, std::int64_t k) {
   }
 }
 
+int device_sm_count() {
+  int device = 0, sms = 0;
+  MOERUN_CUDA_CHECK(cudaGetDevice(&device));
+  MOERUN_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  return sms;
+}
+
 struct GemmResult {
   cpu::Permuted a;
   HostTensor got;  // [rows, N] bf16
@@ -118,7 +126,10 @@ GemmResult check_gemm(const GemmCase& c, Layout layout, std::int64_t tokens, con
       const TensorView out3d = out.reshaped({c.experts, a.m_max, c.n});
       if (with_signal) {
         MOERUN_CUDA_CHECK(cudaMemset(counters.view().data(), 0, counters.view().nbytes()));
-        const cuda::OverlapSignal s{counters.reshaped({c.experts * m_blocks}), cuda::kGemmBlockM};
+        // All SMs but two reserved: a grid of two CTAs walks every tile (the bits must equal
+        // the full grid's of the run without a signal below).
+        const cuda::OverlapSignal s{counters.reshaped({c.experts * m_blocks}), cuda::kGemmBlockM,
+                                    device_sm_count() - 2};
         report =
             cuda::grouped_gemm_masked(da, db, d_masked_m.view(), out3d, &s, nullptr, expected_m);
         EXPECT_TRUE(report.has_value());
@@ -337,6 +348,27 @@ TEST(CudaGroupedGemm, OverlapCounters) {
       check_gemm(c, Layout::kMasked, 200, ids, "random", /*signal=*/true);
     }
   }
+}
+
+// An SM reservation outside 0 .. SMs - 1 is refused by name, before anything is launched.
+TEST(CudaGroupedGemm, OverlapReservedSmsOutOfRange) {
+  MOERUN_REQUIRE_GPU();
+  const std::int64_t experts = 1, m_max = 128, n = 128, k = 128;
+  const DeviceTensor a(DType::kBF16, {experts, m_max, k}), b(DType::kBF16, {experts, n, k});
+  const DeviceTensor masked_m(DType::kI32, {experts}), out(DType::kBF16, {experts, m_max, n});
+  const DeviceTensor counters(DType::kI32, {experts * (m_max / cuda::kGemmBlockM)});
+  const int sms = device_sm_count();
+  for (int reserved : {-1, sms, sms + 7}) {
+    SCOPED_TRACE(reserved);
+    const cuda::OverlapSignal s{counters.view(), cuda::kGemmBlockM, reserved};
+    const std::string message = error_of([&] {
+      cuda::grouped_gemm_masked({a.view(), {}}, {b.view(), {}}, masked_m.view(), out.view(), &s,
+                                nullptr);
+    });
+    EXPECT_CONTAINS(message, "overlap reserved_sms");
+    EXPECT_CONTAINS(message, "0 .. " + std::to_string(sms - 1));
+  }
+  EXPECT_TRUE(row_poisoned(out.to_host(), 0, n)) << "nothing written";
 }
 
 }  // namespace

@@ -115,7 +115,7 @@ void EpLayerBackend::forward_all_to_all(std::span<const EpRankIO> io, cudaStream
     MOERUN_CUDA_CHECK(cudaMemsetAsync(r.counters, 0, sizeof(int) * counter_count, stream));
     MOERUN_CUDA_CHECK(cudaEventRecord(r.before_down, stream));
     const OverlapSignal signal{TensorView(r.counters, DType::kI32, {counter_count}, kDevice),
-                               kGemmBlockM};
+                               kGemmBlockM, kOverlapCtas};
     const std::optional<OverlapReport> report = down_projection(r.weights, b, &signal, stream);
     if (!report || report->block_m != kCombineBlockRows) {
       throw Error("the down GEMM was asked for an overlap report of 64-row blocks and gave " +

@@ -126,17 +126,17 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   }
 }
 
-// Host side of one kernel variant: a persistent grid (one CTA per SM; with clusters, as many
-// clusters as can be resident at once), shared memory raised to what the variant needs (once per
-// device: not stream operations, so later launches may be captured in a CUDA graph). A CTA
-// without tiles exits at once.
+// Host side of one kernel variant: a persistent grid of at most `num_sms` CTAs (with clusters, no
+// more clusters than can be resident at once), shared memory raised to what the variant needs
+// (once per device: not stream operations, so later launches may be captured in a CUDA graph). A
+// CTA without tiles exits at once; fewer CTAs than SMs leave the rest to concurrent kernels.
 template <class Traits>
 void launch_grouped_gemm(const GroupedGemmMaps& maps, const GroupedGemmParams& p, int num_sms,
                          cudaStream_t stream) {
   auto* kernel = &grouped_gemm_kernel<Traits>;
   constexpr int kClusterM = Traits::kClusterM;
-  // Once per device (not stream operations, but kept out of graph captures after the first use).
-  static PerDevice<int> grid_of_device;
+  // The most CTAs resident at once, once per device (kept out of graph captures after first use).
+  static PerDevice<int> resident_of_device;
   cudaLaunchConfig_t config{};
   cudaLaunchAttribute cluster{};
   cluster.id = cudaLaunchAttributeClusterDimension;
@@ -148,10 +148,12 @@ void launch_grouped_gemm(const GroupedGemmMaps& maps, const GroupedGemmParams& p
   config.stream = stream;
   config.attrs = &cluster;
   config.numAttrs = kClusterM > 1 ? 1 : 0;
-  const int grid = grid_of_device.get([&](int) {
+  const int resident = resident_of_device.get([&](int device) {
     MOERUN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                            Traits::kSmemBytes));
-    int full = num_sms / kClusterM * kClusterM;
+    int sms = 0;
+    MOERUN_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    int full = sms / kClusterM * kClusterM;
     if constexpr (kClusterM > 1) {
       // NOTE: clusters are placed within a GPC, so fewer than SMs / 2 may fit at once; a
       // persistent grid larger than that would run its last clusters in a second wave.
@@ -162,6 +164,7 @@ void launch_grouped_gemm(const GroupedGemmMaps& maps, const GroupedGemmParams& p
     }
     return full;
   });
+  const int grid = std::max(kClusterM, std::min(resident, num_sms / kClusterM * kClusterM));
   config.gridDim = dim3(static_cast<unsigned>(grid));
   MOERUN_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, maps, p));
 }

@@ -61,6 +61,23 @@ mutant expert0.masked_segments src/cpu/row_segments.cc \
 mutant expert0.combine src/cpu/combine.cc \
   'if (row < 0) continue;' \
   'if (row <= 0) continue;'
+# The expert-parallel oracle (cpu/ep_dispatch.cc, cpu/ep_combine.cc): expert 0, or rank 0 and
+# its first slot, dropped on the way out or back.
+mutant expert0.ep_count src/cpu/ep_dispatch.cc \
+  'if (g >= 0) pos[static_cast<std::size_t>(i)]' \
+  'if (g > 0) pos[static_cast<std::size_t>(i)]'
+mutant expert0.ep_dest src/cpu/ep_dispatch.cc \
+  'sent.dest_rank.data<int>()[i] = g < 0 ? -1 : placement.owner(g);' \
+  'sent.dest_rank.data<int>()[i] = g <= 0 ? -1 : placement.owner(g);'
+mutant expert0.ep_origin src/cpu/ep_dispatch.cc \
+  'if (g >= 0) {' \
+  'if (g > 0) {'
+mutant expert0.ep_return src/cpu/ep_combine.cc \
+  'if (packed < 0 || packed / dispatched.slot_stride != source_rank) continue;' \
+  'if (packed <= 0 || packed / dispatched.slot_stride != source_rank) continue;'
+mutant expert0.ep_rank0 src/cpu/ep_combine.cc \
+  'sent.dest_rank.data<int>()[i] >= 0 ? static_cast<int>(i) : -1;' \
+  'sent.dest_rank.data<int>()[i] > 0 ? static_cast<int>(i) : -1;'
 
 mutant fp8act.layer_permute src/cpu/layer.cc \
   'config.num_experts, config.weight_dtype,' \
@@ -69,6 +86,9 @@ mutant fp8act.layer_activation src/cpu/experts.cc \
   'const DType act_dtype = config.weight_dtype;' \
   'const DType act_dtype = DType::kFP8E4M3;'
 mutant fp8act.permute src/cpu/permute.cc \
+  'const bool fp8 = weight_dtype == DType::kFP8E4M3;' \
+  'const bool fp8 = true;'
+mutant fp8act.ep_dispatch src/cpu/ep_dispatch.cc \
   'const bool fp8 = weight_dtype == DType::kFP8E4M3;' \
   'const bool fp8 = true;'
 # The silent form: the tensors stay bf16, their values went through FP8.

@@ -3,18 +3,21 @@
 
 #include <cmath>
 
+#include "core/expert_placement.h"
 #include "core/metrics.h"
 #include "core/portable_math.h"
 #include "cpu/activation.h"
 #include "cpu/combine.h"
 #include "cpu/dense_reference.h"
 #include "cpu/dispatch.h"
+#include "cpu/ep_layer.h"
 #include "cpu/gemm.h"
 #include "cpu/layer.h"
 #include "cpu/layer_fixture.h"
 #include "cpu/permute.h"
 #include "cpu/quant.h"
 #include "cpu/stage_reference.h"
+#include "ep_fixture.h"
 #include "moerun/layer.h"
 #include "test_util.h"
 #include "tolerances.h"
@@ -212,6 +215,62 @@ TEST(Regression, GemmWithoutOverlapReportIsHandled) {
   moe_forward(c.config, c.weights.view(), c.hidden.view(), c.routing.ids.view(),
               c.routing.weights.view(), on.view(), {Layout::kMasked, 128, 0, true});
   EXPECT_TRUE(test::bitwise_equal(off, on));
+}
+
+// Bugs 1 and 2 under expert parallelism: the all-to-all path (dispatch to the owners, their
+// layouts, the return and the combine at the source) keeps local expert 0 of every rank and rank
+// 0 itself, and hands BF16 activations to BF16 weights. Every token is sent to expert 0 of both
+// ranks, so dropping either changes every output row; the result must equal the single-rank
+// layer's bit for bit and the fp64 reference within the layer tolerance.
+TEST(Regression, EpAllToAllKeepsLocalExpertZeroOfEveryRank) {
+  const auto seed = test::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  for (const char* family : {"deepseek-v3", "qwen3-30b-a3b"}) {
+    for (Layout layout : {Layout::kMasked, Layout::kContiguous}) {
+      SCOPED_TRACE(std::string(family) + " " + std::string(layout_name(layout)));
+      MoeConfig config = test::scaled_config(family);
+      const std::vector<std::int64_t> counts = {6, 5};  // tokens of rank 0 and rank 1
+      test::LayerCase c(config, counts[0] + counts[1], seed);
+      const ExpertPlacement placement = ExpertPlacement::contiguous(config.num_experts, 2);
+      const int k = config.top_k();
+      for (std::int64_t t = 0; t < counts[0] + counts[1]; ++t) {
+        for (int j = 0; j < k; ++j) {
+          c.routing.ids.data<int>()[t * k + j] = j < 2 ? placement.global_id(j, 0) : -1;
+        }
+      }
+      config.ep_size = 2;
+      const test::RankWeights rw = test::rank_weights(c.weights.view(), placement);
+      std::vector<HostTensor> hidden, ids, weights, outs;
+      std::vector<EpRankTokens> ranks;
+      std::vector<TensorView> out_views;
+      for (int r = 0, begin = 0; r < 2; begin += static_cast<int>(counts[r]), ++r) {
+        const std::int64_t end = begin + counts[static_cast<std::size_t>(r)];
+        hidden.push_back(test::rows_of(c.hidden.view(), begin, end));
+        ids.push_back(test::rows_of(c.routing.ids.view(), begin, end));
+        weights.push_back(test::rows_of(c.routing.weights.view(), begin, end));
+        outs.emplace_back(DType::kBF16, Shape{end - begin, config.hidden_size});
+        test::poison(outs.back());
+      }
+      for (int r = 0; r < 2; ++r) {
+        ranks.push_back({hidden[r].view(), ids[r].view(), weights[r].view()});
+        out_views.push_back(outs[r].view());
+      }
+      ep_forward_all_to_all(config, placement, rw.views, ranks, out_views, {layout, 0, 0});
+      MoeConfig single = config;
+      single.ep_size = 1;
+      for (int r = 0; r < 2; ++r) {
+        HostTensor expected(DType::kBF16, {counts[r], config.hidden_size});
+        moe_forward(single, c.weights.view(), ranks[r].hidden, ranks[r].topk_ids,
+                    ranks[r].topk_weights, expected.view(), {layout});
+        EXPECT_TRUE(test::bitwise_equal(outs[r], expected)) << "rank " << r;
+        const std::vector<double> ref = dense_reference(single, c.weights.view(), ranks[r].hidden,
+                                                        ranks[r].topk_ids, ranks[r].topk_weights);
+        EXPECT_LE(relative_error(outs[r].view(), ref),
+                  single.is_fp8() ? test::kLayerFp8 : test::kLayerBf16)
+            << "rank " << r;
+      }
+    }
+  }
 }
 
 }  // namespace

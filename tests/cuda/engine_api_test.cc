@@ -12,12 +12,12 @@
 #include "cpu/dispatch.h"
 #include "cpu/layer.h"
 #include "cuda_test_util.h"
-#include "tolerances.h"
 #include "engine_fixture.h"
 #include "layer_cases.h"
 #include "moerun/errors.h"
 #include "moerun/expert_map.h"
 #include "moerun/layer.h"
+#include "tolerances.h"
 
 namespace moerun::test {
 namespace {
@@ -65,25 +65,6 @@ struct DeviceInputs {
   }
 };
 
-// The message of the moerun::Error `body` throws ("" and a failure when it throws none).
-template <class Body>
-std::string error_of(Body&& body) {
-  try {
-    body();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "no moerun::Error thrown";
-  return "";
-}
-
-#define EXPECT_CONTAINS(text, part) \
-  EXPECT_NE((text).find(part), std::string::npos) << "expected '" << (part) << "' in: " << (text)
-
-bool same_bits(const HostTensor& a, const HostTensor& b) {
-  return a.nbytes() == b.nbytes() && std::memcmp(a.view().data(), b.view().data(), a.nbytes()) == 0;
-}
-
 TEST(CudaEngineApi, CallerWorkspaceAndStreamMatchOracle) {
   MOERUN_REQUIRE_GPU();
   for (const Model& m : models()) {
@@ -116,10 +97,10 @@ TEST(CudaEngineApi, CallerWorkspaceAndStreamMatchOracle) {
       layer.forward_routed(d.hidden.view(), d.routing(), routed.view(),
                            {stream.get(), as_workspace(ws)});
       stream.sync();
-      EXPECT_TRUE(same_bits(got, routed.to_host())) << "device routing vs given routing";
+      EXPECT_TRUE(bitwise_equal(got, routed.to_host())) << "device routing vs given routing";
       DeviceTensor owned(DType::kBF16, {tokens, m.config.hidden_size});
       convenience.forward(d.hidden.view(), d.logits.view(), owned.view());
-      EXPECT_TRUE(same_bits(got, owned.to_host())) << "caller vs owned workspace";
+      EXPECT_TRUE(bitwise_equal(got, owned.to_host())) << "caller vs owned workspace";
     }
   }
 }
@@ -207,7 +188,7 @@ TEST(CudaEngineApi, ConcurrentForwardsOnTwoStreams) {
     }
     for (int i = 0; i < kStreams; ++i) {
       streams[i].sync();
-      EXPECT_TRUE(same_bits(out[i].to_host(), alone[i])) << "one thread, stream " << i;
+      EXPECT_TRUE(bitwise_equal(out[i].to_host(), alone[i])) << "one thread, stream " << i;
       out[i].poison();
     }
     std::vector<std::thread> threads;
@@ -215,7 +196,7 @@ TEST(CudaEngineApi, ConcurrentForwardsOnTwoStreams) {
     for (auto& t : threads) t.join();
     for (int i = 0; i < kStreams; ++i) {
       streams[i].sync();
-      EXPECT_TRUE(same_bits(out[i].to_host(), alone[i])) << "two threads, stream " << i;
+      EXPECT_TRUE(bitwise_equal(out[i].to_host(), alone[i])) << "two threads, stream " << i;
     }
   }
 }
@@ -304,7 +285,7 @@ TEST(CudaEngineApi, ExpertMapAndLocalIds) {
       DeviceTensor local_out(DType::kF32, {kTokens, c.hidden_size});
       layer.forward_routed(d.hidden.view(), {d_local.view(), d.weights.view(), ExpertIds::kLocal},
                            local_out.view(), {nullptr, as_workspace(ws)});
-      EXPECT_TRUE(same_bits(got, local_out.to_host())) << "local ids";
+      EXPECT_TRUE(bitwise_equal(got, local_out.to_host())) << "local ids";
       // The same placement as a per-call device map (vLLM's expert_map).
       const TensorView host_map(const_cast<std::int32_t*>(map.data()), DType::kI32,
                                 {c.num_experts});
@@ -313,7 +294,7 @@ TEST(CudaEngineApi, ExpertMapAndLocalIds) {
       layer.forward_routed(d.hidden.view(),
                            {d.ids.view(), d.weights.view(), ExpertIds::kGlobal, d_map.view()},
                            per_call.view(), {nullptr, as_workspace(ws)});
-      EXPECT_TRUE(same_bits(got, per_call.to_host())) << "per-call map";
+      EXPECT_TRUE(bitwise_equal(got, per_call.to_host())) << "per-call map";
     }
   }
 }
@@ -373,7 +354,7 @@ TEST(CudaEngineApi, PrequantizedFp8InputEqualsQuantizingInside) {
       layer.forward_routed(d.hidden.view(), d.routing(), a.view(), {nullptr, as_workspace(ws)});
       layer.forward_routed({codes.view(), scales.view()}, d.routing(), b.view(),
                            {nullptr, as_workspace(ws)});
-      EXPECT_TRUE(same_bits(a.to_host(), b.to_host()));
+      EXPECT_TRUE(bitwise_equal(a.to_host(), b.to_host()));
     }
   }
   // BF16 weights take bf16 activations only.

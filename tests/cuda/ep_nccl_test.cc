@@ -4,7 +4,6 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
-#include <cstring>
 #include <string>
 #include <vector>
 
@@ -17,10 +16,6 @@ namespace moerun::test {
 namespace {
 
 // Whether two host tensors hold the same bytes.
-bool same_bits(const HostTensor& a, const HostTensor& b) {
-  return a.nbytes() == b.nbytes() && std::memcmp(a.view().data(), b.view().data(), a.nbytes()) == 0;
-}
-
 TEST(CudaEpNccl, OneRankGroupMatchesSingleRankLayer) {
   MOERUN_REQUIRE_GPU();
   // NOTE: NVLink multicast stays off wherever moerun starts NCCL (it can take shared GPUs down).
@@ -55,7 +50,7 @@ TEST(CudaEpNccl, OneRankGroupMatchesSingleRankLayer) {
         layer.forward_routed(io, nullptr);
         MOERUN_CUDA_CHECK(cudaDeviceSynchronize());
         layer.check();
-        EXPECT_TRUE(same_bits(out.to_host(), want.to_host()));
+        EXPECT_TRUE(bitwise_equal(out.to_host(), want.to_host()));
       }
     }
   }

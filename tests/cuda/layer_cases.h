@@ -8,9 +8,9 @@
 #include "core/synthetic.h"
 #include "cpu/layer.h"
 #include "cpu/routing.h"
-#include "tolerances.h"
 #include "moerun/config.h"
 #include "moerun/host_tensor.h"
+#include "tolerances.h"
 
 namespace moerun::test {
 

@@ -36,10 +36,6 @@ HostTensor run_layer(Layer& layer, const Inputs& in, DType out_dtype, bool route
   return out.to_host();
 }
 
-bool same_bits(const HostTensor& a, const HostTensor& b) {
-  return a.nbytes() == b.nbytes() && std::memcmp(a.view().data(), b.view().data(), a.nbytes()) == 0;
-}
-
 TEST(CudaLayer, MatchesOracleAllModels) {
   MOERUN_REQUIRE_GPU();
   for (const Model& m : models()) {
@@ -92,10 +88,10 @@ TEST(CudaLayer, LayoutsOverlapAndRerunsAgreeBitwise) {
     options.layout = LayoutChoice::kContiguous;
     Layer contiguous(m.config, device.view(), options);
     const HostTensor a = run_layer(masked, in, DType::kBF16, true);
-    EXPECT_TRUE(same_bits(a, run_layer(overlapped, in, DType::kBF16, true))) << "overlap";
-    EXPECT_TRUE(same_bits(a, run_layer(contiguous, in, DType::kBF16, true))) << "contiguous";
-    EXPECT_TRUE(same_bits(a, run_layer(masked, in, DType::kBF16, true))) << "rerun";
-    EXPECT_TRUE(same_bits(a, run_layer(masked, in, DType::kBF16, false))) << "device routing";
+    EXPECT_TRUE(bitwise_equal(a, run_layer(overlapped, in, DType::kBF16, true))) << "overlap";
+    EXPECT_TRUE(bitwise_equal(a, run_layer(contiguous, in, DType::kBF16, true))) << "contiguous";
+    EXPECT_TRUE(bitwise_equal(a, run_layer(masked, in, DType::kBF16, true))) << "rerun";
+    EXPECT_TRUE(bitwise_equal(a, run_layer(masked, in, DType::kBF16, false))) << "device routing";
   }
 }
 
@@ -160,7 +156,7 @@ TEST(CudaLayer, AwkwardRouting) {
       const HostTensor want =
           oracle(m.config, host.view(), in, layer.layout_for(128), DType::kBF16);
       if (mode == 2) {
-        EXPECT_TRUE(same_bits(got, want)) << "an empty routing must give exact zeros";
+        EXPECT_TRUE(bitwise_equal(got, want)) << "an empty routing must give exact zeros";
       } else {
         EXPECT_LE(relative_error(got.view(), want.view()), kLayerVsOracleFp8);
       }

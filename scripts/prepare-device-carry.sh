@@ -6,10 +6,11 @@
 #   .carry/deps/include/{nlohmann,CLI}
 # Then, on the device: .carry/<name>/scripts/device-check.sh   (deps default to .carry/deps)
 # Several worktrees can each keep their copy there; deps are shared.
-# Usage: scripts/prepare-device-carry.sh [main_checkout]   (default /work/main)
+# Usage: scripts/prepare-device-carry.sh [main_checkout]   (default: the main worktree of this
+#   repository, the one the device tool copies)
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
-main=${1:-/work/main}
+main=${1:-$(dirname "$(git -C "$repo" rev-parse --path-format=absolute --git-common-dir)")}
 carry=$main/.carry
 name=$(basename "$repo")
 rm -rf "${carry:?}/$name" "$carry/deps"
